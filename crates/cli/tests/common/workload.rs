@@ -1,0 +1,34 @@
+//! Workload API access over a Unix socket with the raw generated client,
+//! for tests that need gRPC status codes or to omit the security header.
+
+use std::path::{Path, PathBuf};
+
+use hyper_util::rt::TokioIo;
+use tessera_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// A client over the Unix socket at `path`.
+pub async fn client(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
+    let path: PathBuf = path.to_owned();
+    // The URI is a placeholder: the connector below always dials the socket.
+    let channel = Endpoint::from_static("http://[::1]:50051")
+        .connect_with_connector(tower::service_fn(move |_: Uri| {
+            let path = path.clone();
+            async move {
+                let stream = tokio::net::UnixStream::connect(path).await?;
+                Ok::<_, std::io::Error>(TokioIo::new(stream))
+            }
+        }))
+        .await
+        .expect("connect to the Workload API socket");
+    SpiffeWorkloadApiClient::new(channel)
+}
+
+/// Wraps `message` in a request that carries `workload.spiffe.io: true`.
+pub fn request<T>(message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("workload.spiffe.io", "true".parse().expect("valid ASCII"));
+    request
+}
