@@ -1,0 +1,68 @@
+//! Clients of the two gRPC APIs the CLI calls: the server's admin API and
+//! the agent's SPIFFE Workload API, both over Unix sockets.
+
+pub mod admin;
+pub mod unix;
+pub mod workload;
+
+use std::fmt;
+
+use tonic::{Code, Status};
+
+/// A gRPC call that the peer answered with an error status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RpcError {
+    /// What the call was doing, such as `get entry 1234`.
+    pub action: String,
+    /// The gRPC status code.
+    pub code: Code,
+    /// The peer's message.
+    pub message: String,
+    /// What the user can do about it, when the code suggests something.
+    pub hint: Option<&'static str>,
+}
+
+impl RpcError {
+    /// Wraps `status` with the action that failed.
+    pub fn new(action: impl Into<String>, status: &Status) -> Self {
+        Self {
+            action: action.into(),
+            code: status.code(),
+            message: status.message().to_owned(),
+            hint: None,
+        }
+    }
+
+    /// Adds advice for the user to the message.
+    pub fn with_hint(mut self, hint: &'static str) -> Self {
+        self.hint = Some(hint);
+        self
+    }
+}
+
+impl fmt::Display for RpcError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let message = if self.message.is_empty() {
+            self.code.description()
+        } else {
+            &self.message
+        };
+        write!(
+            f,
+            "failed to {}: {} ({:?})",
+            self.action, message, self.code
+        )?;
+        if let Some(hint) = self.hint {
+            write!(f, "; {hint}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for RpcError {}
+
+/// Tells whether `err` is an [`RpcError`] with the gRPC code `code`.
+pub fn is_rpc_code(err: &anyhow::Error, code: Code) -> bool {
+    err.downcast_ref::<RpcError>()
+        .is_some_and(|rpc| rpc.code == code)
+}
