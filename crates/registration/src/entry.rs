@@ -1,12 +1,27 @@
 //! Registration entries: which selectors, under which parent, earn which
-//! SPIFFE ID.
+//! SPIFFE ID, and the entry IDs that name them.
+
+mod convert;
 
 use std::fmt;
+use std::str::FromStr;
 use std::time::Duration;
 
 use tessera_spiffe::{SpiffeId, TrustDomain};
 
 use crate::{EntryError, Selector, SelectorSet};
+
+/// Maximum number of selectors in one entry.
+pub const MAX_ENTRY_SELECTORS: usize = 128;
+
+/// Maximum number of DNS names in one entry.
+pub const MAX_ENTRY_DNS_NAMES: usize = 64;
+
+/// Maximum number of `federates_with` trust domains in one entry.
+pub const MAX_ENTRY_FEDERATES_WITH: usize = 64;
+
+/// Maximum length of an entry hint in bytes.
+pub const MAX_ENTRY_HINT_BYTES: usize = 1024;
 
 /// A registration entry ID: a lowercase hyphenated UUID version 4.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -18,13 +33,22 @@ impl EntryId {
         Self(uuid::Uuid::new_v4().hyphenated().to_string())
     }
 
-    /// Parses an entry ID.
+    /// Parses an entry ID. Only the canonical form is accepted: lowercase,
+    /// hyphenated, version 4, as [`EntryId::generate`] makes.
     ///
     /// # Errors
     ///
-    /// Returns [`EntryError`] when `s` is not a hyphenated UUID.
+    /// Returns [`EntryError::InvalidEntryId`] when `s` is not in that form.
     pub fn parse(s: &str) -> Result<Self, EntryError> {
-        todo!("{s}")
+        let canonical = uuid::Uuid::try_parse(s)
+            .ok()
+            .filter(|uuid| uuid.get_version_num() == 4)
+            .map(|uuid| uuid.hyphenated().to_string())
+            .filter(|canonical| canonical == s);
+        match canonical {
+            Some(canonical) => Ok(Self(canonical)),
+            None => Err(EntryError::InvalidEntryId(s.to_owned())),
+        }
     }
 
     /// Returns the ID string.
@@ -33,11 +57,17 @@ impl EntryId {
     }
 }
 
-impl std::str::FromStr for EntryId {
+impl FromStr for EntryId {
     type Err = EntryError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         Self::parse(s)
+    }
+}
+
+impl fmt::Display for EntryId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -54,13 +84,12 @@ impl<'de> serde::Deserialize<'de> for EntryId {
     }
 }
 
-impl fmt::Display for EntryId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
-    }
-}
-
-/// A validated registration entry.
+/// A registration entry.
+///
+/// Entries converted from protobuf with `TryFrom` are validated: the SPIFFE
+/// ID has a path, selectors are non-empty, sorted and deduplicated, DNS
+/// names are valid, and every list and the hint are within the limits of
+/// this module. Code that builds an entry directly must keep those rules.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RegistrationEntry {
     /// Entry ID.
@@ -75,9 +104,10 @@ pub struct RegistrationEntry {
     pub x509_svid_ttl: Option<Duration>,
     /// JWT-SVID lifetime; `None` means the server default.
     pub jwt_svid_ttl: Option<Duration>,
-    /// Trust domains whose bundles matching workloads receive.
+    /// Trust domains whose bundles matching workloads receive, sorted and
+    /// deduplicated.
     pub federates_with: Vec<TrustDomain>,
-    /// DNS SANs for X.509-SVIDs.
+    /// DNS SANs for X.509-SVIDs, in order, without duplicates.
     pub dns_names: Vec<String>,
     /// Hint returned to workloads to tell SVIDs apart.
     pub hint: String,
@@ -94,22 +124,17 @@ pub struct RegistrationEntry {
 }
 
 impl RegistrationEntry {
-    /// Returns whether every selector of the entry is in `workload_selectors`.
+    /// Returns whether every selector of the entry is in
+    /// `workload_selectors`. An entry without selectors matches nothing.
     pub fn matches(&self, workload_selectors: &SelectorSet) -> bool {
         !self.selectors.is_empty() && workload_selectors.contains_all(&self.selectors)
     }
-}
 
-impl TryFrom<tessera_proto::types::Entry> for RegistrationEntry {
-    type Error = EntryError;
-
-    fn try_from(proto: tessera_proto::types::Entry) -> Result<Self, Self::Error> {
-        todo!("{proto:?}")
+    /// Returns whether the entry has expired at `now` (Unix seconds).
+    pub fn is_expired(&self, now: i64) -> bool {
+        self.expires_at.is_some_and(|expires_at| now >= expires_at)
     }
 }
 
-impl From<&RegistrationEntry> for tessera_proto::types::Entry {
-    fn from(entry: &RegistrationEntry) -> Self {
-        todo!("{entry:?}")
-    }
-}
+#[cfg(test)]
+mod tests;
