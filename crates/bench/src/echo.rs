@@ -134,34 +134,41 @@ pub struct EchoRun {
     pub latencies: Latencies,
 }
 
-/// Runs `clients` concurrent clients, each on its own connection, calling
-/// the echo service for `payload` bytes in a loop until each has made
-/// `calls_per_client` calls or `max_time` has passed.
+/// Opens `count` clients, each on its own connection.
 ///
 /// # Errors
 ///
-/// Fails when a connection or a call fails.
-pub async fn run_clients(
+/// Fails when a connection cannot be made.
+pub async fn connect_clients(
     server: &RunningEcho,
-    clients: usize,
+    count: usize,
+) -> Result<Vec<EchoClient<Channel>>, tonic::transport::Error> {
+    let mut clients = Vec::with_capacity(count);
+    for _ in 0..count {
+        clients.push(server.connect().await?);
+    }
+    Ok(clients)
+}
+
+/// Runs every client in `clients` concurrently, calling the echo service
+/// for `payload` bytes in a loop until each has made `calls_per_client`
+/// calls or `max_time` has passed.
+///
+/// # Errors
+///
+/// Fails when a call fails.
+pub async fn run_clients(
+    clients: &[EchoClient<Channel>],
     payload: usize,
     calls_per_client: u64,
     max_time: Duration,
 ) -> Result<EchoRun, tonic::Status> {
-    let mut connections = Vec::with_capacity(clients);
-    for _ in 0..clients.max(1) {
-        let client = server
-            .connect()
-            .await
-            .map_err(|e| Status::unavailable(format!("echo connection failed: {e}")))?;
-        connections.push(client);
-    }
-
     let size = u32::try_from(payload).unwrap_or(u32::MAX);
     let start = Instant::now();
     let deadline = start + max_time;
-    let mut tasks = Vec::with_capacity(connections.len());
-    for mut client in connections {
+    let mut tasks = Vec::with_capacity(clients.len());
+    for client in clients {
+        let mut client = client.clone();
         tasks.push(tokio::spawn(async move {
             let mut latencies = Latencies::with_capacity(calls_per_client as usize);
             for _ in 0..calls_per_client {
@@ -225,7 +232,8 @@ mod tests {
     async fn run_clients_counts_every_call() {
         let dir = tempfile::tempdir().expect("temp dir");
         let server = RunningEcho::start(&dir.path().join("echo.sock")).expect("bind");
-        let run = run_clients(&server, 3, 100, 10, Duration::from_secs(30))
+        let clients = connect_clients(&server, 3).await.expect("connect");
+        let run = run_clients(&clients, 100, 10, Duration::from_secs(30))
             .await
             .expect("run");
         assert_eq!(run.latencies.len(), 30);

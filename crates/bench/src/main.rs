@@ -7,6 +7,7 @@
 #![cfg_attr(test, allow(clippy::expect_used))]
 
 mod loadgen;
+mod report;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -42,6 +43,13 @@ enum Mode {
     Scale(ScaleArgs),
     /// Agent memory with many workload entries and open watch streams.
     AgentMemory(AgentMemoryArgs),
+    /// Print the results of `cargo bench -p tessera-bench` as a Markdown
+    /// table, with each hot path's ratio to its raw limit.
+    CriterionTable {
+        /// Criterion's output directory.
+        #[arg(long, value_name = "DIR", default_value = "target/criterion")]
+        dir: PathBuf,
+    },
     /// Serve the bare echo baseline on a Unix socket until killed.
     #[command(hide = true)]
     ServeEcho {
@@ -59,7 +67,7 @@ impl Mode {
             Self::Workload(args) => Some(&args.target),
             Self::Scale(args) => Some(&args.target),
             Self::AgentMemory(args) => Some(&args.target),
-            Self::ServeEcho { .. } => None,
+            Self::CriterionTable { .. } | Self::ServeEcho { .. } => None,
         }
     }
 }
@@ -90,9 +98,16 @@ fn main() -> ExitCode {
 }
 
 async fn run(mode: Mode) -> Result<Option<Value>> {
-    if let Mode::ServeEcho { socket } = &mode {
-        serve_echo(socket).await?;
-        return Ok(None);
+    match &mode {
+        Mode::ServeEcho { socket } => {
+            serve_echo(socket).await?;
+            return Ok(None);
+        }
+        Mode::CriterionTable { dir } => {
+            report::print_table(dir)?;
+            return Ok(None);
+        }
+        _ => {}
     }
     let Some(target) = mode.target() else {
         return Ok(None);
@@ -104,7 +119,7 @@ async fn run(mode: Mode) -> Result<Option<Value>> {
         Mode::Workload(args) => loadgen::workload::run(args, &mut cluster).await,
         Mode::Scale(args) => loadgen::scale::run(args, &mut cluster).await,
         Mode::AgentMemory(args) => loadgen::agent_memory::run(args, &mut cluster).await,
-        Mode::ServeEcho { .. } => Ok(Value::Null),
+        Mode::CriterionTable { .. } | Mode::ServeEcho { .. } => Ok(Value::Null),
     };
     cluster.stop(result.is_err()).await?;
     result.map(Some)

@@ -19,6 +19,9 @@ use super::workload_api;
 /// Trust domain of a cluster that the load generator starts.
 const TRUST_DOMAIN: &str = "bench.tessera.test";
 
+/// Tracing target under which sqlx logs each SQL statement it runs.
+const STATEMENT_LOG_TARGET: &str = "sqlx::query";
+
 /// Pause between two readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 
@@ -60,8 +63,8 @@ pub struct TargetArgs {
     #[arg(long, value_name = "PID")]
     pub agent_pid: Option<u32>,
 
-    /// Log level written into the started server's and agent's configs.
-    #[arg(long, value_name = "LEVEL", default_value = "warn")]
+    /// Log filter (RUST_LOG syntax) of the started server and agent.
+    #[arg(long, value_name = "FILTER", default_value = "warn")]
     pub log_level: String,
 
     /// Keep the temporary directory (configs, data, logs) after the run.
@@ -105,6 +108,7 @@ pub struct Cluster {
     server: Option<Child>,
     server_pid: Option<u32>,
     agent: Option<Agent>,
+    log_statements: bool,
 }
 
 impl Cluster {
@@ -139,6 +143,7 @@ impl Cluster {
             server: None,
             server_pid: None,
             agent: None,
+            log_statements: false,
         };
         let config = cluster.server_config(&server_dir);
         std::fs::write(root.join("server.toml"), config)?;
@@ -179,6 +184,7 @@ impl Cluster {
             server: None,
             server_pid: args.server_pid,
             agent,
+            log_statements: false,
         })
     }
 
@@ -222,7 +228,13 @@ impl Cluster {
         std::fs::write(&config_path, config)?;
 
         let started = Instant::now();
-        let child = self.spawn_tessera(&["agent", "run", "--config"], &config_path, "agent.log")?;
+        let filter = self.args.log_level.clone();
+        let child = self.spawn_tessera(
+            &["agent", "run", "--config"],
+            &config_path,
+            "agent.log",
+            &filter,
+        )?;
         let pid = child.id();
         let mut agent = Agent {
             id: token.agent_id,
@@ -267,26 +279,65 @@ impl Cluster {
 
     /// Stops the started server and starts it again on the same data, and
     /// returns the time from the new process's start to its first healthy
-    /// Health response.
-    pub async fn restart_server(&mut self) -> Result<Duration> {
+    /// Health response. With `log_statements`, the new server logs every
+    /// SQL statement (sqlx's `sqlx::query` target at debug level) so that
+    /// [`Cluster::statements_logged_since`] can count them.
+    pub async fn restart_server(&mut self, log_statements: bool) -> Result<Duration> {
         if !self.owns_server() {
             bail!("cannot restart a server that this run did not start");
         }
         if let Some(child) = self.server.take() {
             stop_child(child, "server").await?;
         }
+        self.log_statements = log_statements;
         self.spawn_server().await
+    }
+
+    /// Current length of the started server's log, a mark for
+    /// [`Cluster::statements_logged_since`].
+    pub fn server_log_len(&self) -> Result<u64> {
+        Ok(std::fs::metadata(self.server_log_path()?)?.len())
+    }
+
+    /// Counts the SQL statements the server logged after the log had
+    /// `mark` bytes. Only a server restarted with `log_statements` logs
+    /// them.
+    pub fn statements_logged_since(&self, mark: u64) -> Result<usize> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut log = std::fs::File::open(self.server_log_path()?)?;
+        log.seek(SeekFrom::Start(mark))?;
+        let mut text = String::new();
+        log.read_to_string(&mut text)?;
+        let count = text
+            .lines()
+            .filter(|line| line.contains(STATEMENT_LOG_TARGET))
+            .count();
+        Ok(count)
+    }
+
+    fn server_log_path(&self) -> Result<PathBuf> {
+        let dir = self
+            .work_dir
+            .as_ref()
+            .context("the server was not started by this run")?;
+        Ok(dir.path().join("server.log"))
     }
 
     async fn spawn_server(&mut self) -> Result<Duration> {
         let Some(root) = self.work_dir.as_ref().map(|dir| dir.path().to_owned()) else {
             bail!("no working directory for a server");
         };
+        let filter = if self.log_statements {
+            format!("{},{STATEMENT_LOG_TARGET}=debug", self.args.log_level)
+        } else {
+            self.args.log_level.clone()
+        };
         let started = Instant::now();
         let child = self.spawn_tessera(
             &["server", "run", "--config"],
             &root.join("server.toml"),
             "server.log",
+            &filter,
         )?;
         self.server_pid = child.id();
         self.server = Some(child);
@@ -329,7 +380,15 @@ impl Cluster {
         }
     }
 
-    fn spawn_tessera(&self, args: &[&str], config: &Path, log_name: &str) -> Result<Child> {
+    /// Starts `tessera ARGS CONFIG` with its output appended to `log_name`
+    /// and `RUST_LOG` set to `filter`, which overrides the config's level.
+    fn spawn_tessera(
+        &self,
+        args: &[&str],
+        config: &Path,
+        log_name: &str,
+        filter: &str,
+    ) -> Result<Child> {
         let root = self
             .work_dir
             .as_ref()
@@ -342,6 +401,7 @@ impl Cluster {
         Command::new(&self.args.tessera)
             .args(args)
             .arg(config)
+            .env("RUST_LOG", filter)
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -363,12 +423,11 @@ impl Cluster {
              data_dir = {dir:?}\n\
              bind_address = \"{addr}\"\n\
              admin_socket = {admin:?}\n\
-             log_level = {level:?}\n",
+             log_level = \"warn\"\n",
             td = self.trust_domain.name(),
             dir = server_dir.display().to_string(),
             addr = self.server_address,
             admin = self.admin_socket.display().to_string(),
-            level = self.args.log_level,
         )
     }
 
@@ -380,13 +439,12 @@ impl Cluster {
              socket_path = {socket:?}\n\
              join_token = {token:?}\n\
              trust_bundle_path = {bundle:?}\n\
-             log_level = {level:?}\n",
+             log_level = \"warn\"\n",
             td = self.trust_domain.name(),
             addr = self.server_address,
             dir = agent_dir.display().to_string(),
             socket = socket.display().to_string(),
             bundle = self.bundle_path.display().to_string(),
-            level = self.args.log_level,
         )
     }
 

@@ -10,7 +10,7 @@ use clap::Args;
 use serde_json::{Value, json};
 
 use super::admin::{entry, unmatched_selector};
-use super::agent_api::{ServerTarget, read_snapshot};
+use super::agent_api::{ServerTarget, SimulatedAgent, read_snapshot};
 use super::cluster::{Cluster, TargetArgs};
 use super::{cpu_seconds, fleet, procfs};
 
@@ -94,22 +94,7 @@ pub async fn run(args: &ScaleArgs, cluster: &mut Cluster) -> Result<Value> {
     let restart = if args.no_restart || !cluster.owns_server() {
         Value::Null
     } else {
-        let to_healthy = cluster.restart_server().await?;
-        let started = Instant::now();
-        let snapshot = read_snapshot(&mut probe.sync_entries().await?).await?;
-        let to_sync = started.elapsed();
-        eprintln!(
-            "restarted: healthy after {} ms, first sync of {} entries {} ms later",
-            to_healthy.as_millis(),
-            snapshot.entries,
-            to_sync.as_millis()
-        );
-        json!({
-            "to_healthy_ms": to_healthy.as_secs_f64() * 1e3,
-            "healthy_to_first_sync_ms": to_sync.as_secs_f64() * 1e3,
-            "to_first_sync_ms": (to_healthy + to_sync).as_secs_f64() * 1e3,
-            "first_sync_entries": snapshot.entries,
-        })
+        measure_restart(cluster, &mut probe).await?
     };
 
     Ok(json!({
@@ -133,6 +118,42 @@ pub async fn run(args: &ScaleArgs, cluster: &mut Cluster) -> Result<Value> {
             "server_peak_rss_mib": idle.peak_rss_mib,
         },
         "restart": restart,
+    }))
+}
+
+/// Restarts the server twice: once to time start-up and the first full
+/// sync of `probe`, then with SQL statement logging to count the
+/// statements of start-up and of that sync.
+async fn measure_restart(cluster: &mut Cluster, probe: &mut SimulatedAgent) -> Result<Value> {
+    let to_healthy = cluster.restart_server(false).await?;
+    let started = Instant::now();
+    let snapshot = read_snapshot(&mut probe.sync_entries().await?).await?;
+    let to_sync = started.elapsed();
+    eprintln!(
+        "restarted: healthy after {} ms, first sync of {} entries {} ms later",
+        to_healthy.as_millis(),
+        snapshot.entries,
+        to_sync.as_millis()
+    );
+
+    let before_start = cluster.server_log_len()?;
+    cluster.restart_server(true).await?;
+    let before_sync = cluster.server_log_len()?;
+    read_snapshot(&mut probe.sync_entries().await?).await?;
+    let start_statements = cluster.statements_logged_since(before_start)?
+        - cluster.statements_logged_since(before_sync)?;
+    let sync_statements = cluster.statements_logged_since(before_sync)?;
+    eprintln!(
+        "SQL statements: {start_statements} at start-up, {sync_statements} in one agent sync"
+    );
+
+    Ok(json!({
+        "to_healthy_ms": to_healthy.as_secs_f64() * 1e3,
+        "healthy_to_first_sync_ms": to_sync.as_secs_f64() * 1e3,
+        "to_first_sync_ms": (to_healthy + to_sync).as_secs_f64() * 1e3,
+        "first_sync_entries": snapshot.entries,
+        "sql_statements_at_start": start_statements,
+        "sql_statements_per_agent_sync": sync_statements,
     }))
 }
 
