@@ -105,7 +105,7 @@ class Cluster:
 
     @property
     def endpoint(self) -> str:
-        """`unix://` URI of the Workload API, as SPIFFE_ENDPOINT_SOCKET holds it."""
+        """`unix://` URI of the Workload API, the form SPIFFE_ENDPOINT_SOCKET takes."""
         return f"unix://{self.workload_socket}"
 
     def tessera(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -165,7 +165,7 @@ def write_server_config(root: Path) -> Path:
         f'data_dir = "{data_dir}"\n'
         'bind_address = "127.0.0.1:0"\n'
         f'admin_socket = "{data_dir / "admin.sock"}"\n'
-        'log_level = "debug"\n'
+        'log_level = "info"\n'
     )
     return config
 
@@ -181,7 +181,7 @@ def write_agent_config(root: Path, server_address: str, join_token: str) -> Path
         f'socket_path = "{root / "agent-api" / "api.sock"}"\n'
         f'join_token = "{join_token}"\n'
         f'trust_bundle_path = "{root / "server" / "bundle.pem"}"\n'
-        'log_level = "debug"\n'
+        'log_level = "info"\n'
     )
     return config
 

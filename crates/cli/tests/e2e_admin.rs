@@ -102,11 +102,11 @@ fn entry_create_then_list_and_show() {
     assert_eq!(entries[0]["id"], created["id"]);
     assert_eq!(entries[0]["spiffe_id"], id.as_str());
 
-    let shown = cluster
+    let entry = cluster
         .tessera(&["entry", "show", "--output", "json", &entry_id])
         .success()
         .json();
-    assert_eq!(shown["spiffe_id"], id.as_str());
+    assert_eq!(entry["spiffe_id"], id.as_str());
 }
 
 #[test]

@@ -1,7 +1,7 @@
-//! End-to-end tests of change over time, on open Workload API streams:
-//! X.509-SVID renewal, CA rotation (a bundle fetched before the new CA
-//! signs anything still validates what it signs), and how fast a new entry
-//! reaches a workload that is already watching.
+//! End-to-end tests of change over time on open Workload API streams:
+//! X.509-SVID renewal, CA rotation and entry propagation. After a CA
+//! rotation, a bundle fetched before the new CA signed anything must still
+//! validate what it signs.
 
 #![allow(
     clippy::unwrap_used,

@@ -266,12 +266,12 @@ ttl = "{join_token_ttl}"
         server.stop()
     }
 
-    /// The server daemon, for signals and logs.
+    /// Returns the server daemon, for signals and logs.
     pub fn server(&mut self) -> &mut Daemon {
         self.server.as_mut().expect("the server is running")
     }
 
-    /// The agent daemon, for signals and logs.
+    /// Returns the agent daemon, for signals and logs.
     pub fn agent(&mut self) -> &mut Daemon {
         self.agent.as_mut().expect("the agent is running")
     }
@@ -368,8 +368,8 @@ log_level = "info"
         }
     }
 
-    /// A `tessera` command with the cluster's admin and Workload API sockets
-    /// in its environment.
+    /// Builds a command for `program` with the cluster's admin and Workload
+    /// API sockets in its environment.
     pub fn command(&self, program: &Path) -> Command {
         let mut command = Command::new(program);
         command
@@ -415,7 +415,7 @@ log_level = "info"
         entry
     }
 
-    /// Every stored entry, from `tessera entry list --output json`.
+    /// Lists every stored entry with `tessera entry list --output json`.
     pub fn list_entries(&self) -> Vec<Value> {
         let json = self
             .tessera(&["entry", "list", "--output", "json"])
@@ -443,7 +443,7 @@ log_level = "info"
         }
     }
 
-    /// All daemon logs, for failure messages.
+    /// Collects all daemon logs, for failure messages.
     pub fn logs(&self) -> String {
         let mut text = String::new();
         let Ok(entries) = fs::read_dir(self.dir()) else {

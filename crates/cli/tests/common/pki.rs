@@ -29,7 +29,7 @@ pub fn uri_sans(der: &[u8]) -> Vec<String> {
     uris
 }
 
-/// The single SPIFFE ID of an X.509-SVID.
+/// Returns the single SPIFFE ID of an X.509-SVID.
 #[track_caller]
 pub fn svid_spiffe_id(der: &[u8]) -> String {
     let uris = uri_sans(der);

@@ -7,7 +7,7 @@ use hyper_util::rt::TokioIo;
 use tessera_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
 use tonic::transport::{Channel, Endpoint, Uri};
 
-/// A client over the Unix socket at `path`.
+/// Connects a client to the Unix socket at `path`.
 pub async fn client(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
     let path: PathBuf = path.to_owned();
     // The URI is a placeholder: the connector below always dials the socket.
