@@ -1,0 +1,329 @@
+//! The agent's TLS client to the server: the server must present an
+//! X.509-SVID that chains to the trust bundle and whose SPIFFE ID is exactly
+//! `spiffe://<trust domain>/tessera/server` (DNS names are not checked), and
+//! the agent presents its current agent SVID as client certificate.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+use hyper_util::rt::TokioIo;
+use rustls::client::ResolvesClientCert;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName, UnixTime};
+use rustls::sign::CertifiedKey;
+use rustls::{CertificateError, ClientConfig, DigitallySignedStruct, OtherError, SignatureScheme};
+use tessera_spiffe::x509::validate_x509_svid;
+use tessera_spiffe::{SpiffeId, TrustBundle, TrustDomain, X509Svid};
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+use crate::config::ServerAddress;
+use crate::error::AgentError;
+
+/// Path of the server's SPIFFE ID in its trust domain.
+pub const SERVER_ID_PATH: &str = "/tessera/server";
+
+/// Placeholder URI for the gRPC channel: the connector below dials the
+/// configured address itself, so this name is never resolved.
+const CHANNEL_URI: &str = "http://tessera-server";
+
+/// SNI name sent when the configured host is not a valid DNS name or IP.
+const FALLBACK_SERVER_NAME: &str = "tessera-server";
+
+/// Largest agent API message the agent accepts, in bytes. A snapshot chunk
+/// of entries or a batch of 500 signed SVIDs stays well below it.
+const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
+
+/// The credentials the TLS client uses, shared with the tasks that change
+/// them: the trust bundle (replaced by sync) and the agent SVID (replaced
+/// by renewal). Each handshake reads the current values.
+#[derive(Debug)]
+pub struct TlsIdentity {
+    server_id: SpiffeId,
+    insecure_bootstrap: bool,
+    bundle: ArcSwapOption<TrustBundle>,
+    agent_svid: ArcSwapOption<AgentCertificate>,
+    provider: Arc<CryptoProvider>,
+}
+
+/// The agent SVID with its key loaded for TLS signing.
+#[derive(Debug)]
+struct AgentCertificate {
+    svid: X509Svid,
+    certified: Arc<CertifiedKey>,
+}
+
+impl TlsIdentity {
+    /// Creates the identity for `trust_domain`. Without a bundle, the server
+    /// is authenticated only when `insecure_bootstrap` is false, and then no
+    /// handshake succeeds until [`TlsIdentity::set_bundle`] is called.
+    ///
+    /// # Errors
+    ///
+    /// Returns an error when the server's SPIFFE ID cannot be built.
+    pub fn new(
+        trust_domain: &TrustDomain,
+        bundle: Option<TrustBundle>,
+        insecure_bootstrap: bool,
+    ) -> Result<Arc<Self>, AgentError> {
+        let server_id = SpiffeId::from_path(trust_domain, SERVER_ID_PATH).map_err(|e| {
+            AgentError::InvalidSvid {
+                spiffe_id: format!("{}{SERVER_ID_PATH}", trust_domain.id_string()),
+                source: e.into(),
+            }
+        })?;
+        Ok(Arc::new(Self {
+            server_id,
+            insecure_bootstrap,
+            bundle: ArcSwapOption::new(bundle.map(Arc::new)),
+            agent_svid: ArcSwapOption::empty(),
+            provider: Arc::new(rustls::crypto::aws_lc_rs::default_provider()),
+        }))
+    }
+
+    /// Returns the SPIFFE ID the server must present.
+    pub fn server_id(&self) -> &SpiffeId {
+        &self.server_id
+    }
+
+    /// Returns the current trust bundle.
+    pub fn bundle(&self) -> Option<Arc<TrustBundle>> {
+        self.bundle.load_full()
+    }
+
+    /// Replaces the trust bundle that server certificates are checked against.
+    pub fn set_bundle(&self, bundle: TrustBundle) {
+        self.bundle.store(Some(Arc::new(bundle)));
+    }
+
+    /// Returns the current agent SVID.
+    pub fn agent_svid(&self) -> Option<X509Svid> {
+        self.agent_svid.load().as_ref().map(|c| c.svid.clone())
+    }
+
+    /// Replaces the client certificate; later handshakes present `svid`.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`AgentError::Tls`] when rustls cannot load the key.
+    pub fn set_agent_svid(&self, svid: X509Svid) -> Result<(), AgentError> {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+            svid.private_key().pkcs8_der().to_vec(),
+        ));
+        let certified = CertifiedKey::from_der(svid.cert_chain().to_vec(), key, &self.provider)?;
+        self.agent_svid.store(Some(Arc::new(AgentCertificate {
+            svid,
+            certified: Arc::new(certified),
+        })));
+        Ok(())
+    }
+
+    /// Builds a rustls client configuration (ALPN `h2`) that reads this
+    /// identity on every handshake.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`AgentError::Tls`] when rustls rejects the protocol versions.
+    pub fn client_config(self: &Arc<Self>) -> Result<Arc<ClientConfig>, AgentError> {
+        let mut config = ClientConfig::builder_with_provider(self.provider.clone())
+            .with_safe_default_protocol_versions()?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier {
+                identity: self.clone(),
+            }))
+            .with_client_cert_resolver(Arc::new(AgentCertResolver {
+                identity: self.clone(),
+            }));
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(Arc::new(config))
+    }
+}
+
+/// Checks the server's certificate against the SPIFFE trust bundle and the
+/// server's SPIFFE ID, in place of the Web PKI's DNS name check.
+#[derive(Debug)]
+struct SpiffeServerVerifier {
+    identity: Arc<TlsIdentity>,
+}
+
+impl ServerCertVerifier for SpiffeServerVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let Some(bundle) = self.identity.bundle() else {
+            if self.identity.insecure_bootstrap {
+                // insecure_bootstrap: the operator chose to trust whatever
+                // server answers until the first bundle arrives.
+                tracing::warn!("insecure_bootstrap: accepting the server certificate unverified");
+                return Ok(ServerCertVerified::assertion());
+            }
+            return Err(rustls::Error::General(
+                "no trust bundle to verify the server certificate".into(),
+            ));
+        };
+
+        let mut chain = Vec::with_capacity(1 + intermediates.len());
+        chain.push(end_entity.clone());
+        chain.extend(intermediates.iter().cloned());
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(now.as_secs());
+
+        let verified = validate_x509_svid(&chain, bundle.as_ref(), now).map_err(|e| {
+            rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(e))))
+        })?;
+        if verified.spiffe_id() != &self.identity.server_id {
+            tracing::warn!(
+                presented = %verified.spiffe_id(),
+                expected = %self.identity.server_id,
+                "server certificate has the wrong SPIFFE ID"
+            );
+            return Err(rustls::Error::InvalidCertificate(
+                CertificateError::ApplicationVerificationFailure,
+            ));
+        }
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.identity.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.identity.provider.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.identity
+            .provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
+}
+
+/// Presents the current agent SVID, or no certificate before attestation.
+#[derive(Debug)]
+struct AgentCertResolver {
+    identity: Arc<TlsIdentity>,
+}
+
+impl ResolvesClientCert for AgentCertResolver {
+    fn resolve(
+        &self,
+        _root_hint_subjects: &[&[u8]],
+        _sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<CertifiedKey>> {
+        self.identity
+            .agent_svid
+            .load()
+            .as_ref()
+            .map(|c| c.certified.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        true
+    }
+}
+
+/// A gRPC channel to the server's agent API that dials lazily, and a way to
+/// start a fresh connection after the agent SVID changes.
+#[derive(Debug)]
+pub struct ServerChannel {
+    address: ServerAddress,
+    tls: Arc<ClientConfig>,
+    channel: ArcSwap<Channel>,
+}
+
+impl ServerChannel {
+    /// Creates a channel to `address` authenticated by `identity`. No
+    /// connection is made until the first call.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`AgentError::Tls`] when the TLS configuration is invalid.
+    pub fn new(address: ServerAddress, identity: &Arc<TlsIdentity>) -> Result<Self, AgentError> {
+        let tls = identity.client_config()?;
+        let channel = lazy_channel(&address, &tls);
+        Ok(Self {
+            address,
+            tls,
+            channel: ArcSwap::from_pointee(channel),
+        })
+    }
+
+    /// Returns the current channel.
+    pub fn channel(&self) -> Channel {
+        self.channel.load().as_ref().clone()
+    }
+
+    /// Returns a client of the agent API on the current channel.
+    pub fn client(&self) -> tessera_proto::agent::agent_api_client::AgentApiClient<Channel> {
+        tessera_proto::agent::agent_api_client::AgentApiClient::new(self.channel())
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Replaces the channel so that later calls use a new connection, made
+    /// with the current client certificate. Calls already running keep the
+    /// old connection until they finish.
+    pub fn reconnect(&self) {
+        self.channel
+            .store(Arc::new(lazy_channel(&self.address, &self.tls)));
+    }
+}
+
+fn lazy_channel(address: &ServerAddress, tls: &Arc<ClientConfig>) -> Channel {
+    let server_name = ServerName::try_from(address.host.clone())
+        .or_else(|_| ServerName::try_from(FALLBACK_SERVER_NAME))
+        .map(|name| name.to_owned())
+        .ok();
+    let dial_address = (address.host.clone(), address.port);
+    let connector = TlsConnector::from(tls.clone());
+
+    let connect = tower::service_fn(move |_: Uri| {
+        let dial_address = dial_address.clone();
+        let connector = connector.clone();
+        let server_name = server_name.clone();
+        async move {
+            let server_name = server_name.ok_or_else(|| {
+                std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid TLS server name")
+            })?;
+            let tcp = TcpStream::connect(dial_address).await?;
+            tcp.set_nodelay(true)?;
+            let tls = connector.connect(server_name, tcp).await?;
+            Ok::<_, std::io::Error>(TokioIo::new(tls))
+        }
+    });
+
+    Endpoint::from_static(CHANNEL_URI)
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(30))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .connect_with_connector_lazy(connect)
+}

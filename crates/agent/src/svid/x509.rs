@@ -1,0 +1,355 @@
+//! Workload X.509-SVIDs: for every cached entry the agent makes a key pair
+//! (the private key never leaves the agent), has the server sign the public
+//! key with `BatchNewX509Svid`, and renews the SVID at half its lifetime or
+//! when the entry's SPIFFE ID, DNS names or TTL change.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use tessera_proto::agent::{BatchNewX509SvidRequest, NewX509SvidParams, NewX509SvidResult};
+use tessera_registration::{EntryId, RegistrationEntry};
+use tessera_spiffe::rustls_pki_types::CertificateDer;
+use tessera_spiffe::x509::validate_x509_svid;
+use tessera_spiffe::{KeyAlgorithm, PrivateKey, SpiffeId, TrustBundle, X509Svid};
+use tonic::Status;
+
+use crate::cache::{Cache, CacheState, is_expired};
+use crate::error::AgentError;
+use crate::node::client_tls::ServerChannel;
+use crate::retry::{Backoff, RetryPolicy, is_final};
+use crate::svid::{certificate_validity, duration_until, renewal_time, system_time_to_unix};
+
+/// Most entries in one `BatchNewX509Svid` request.
+pub const MAX_BATCH_SIZE: usize = 500;
+
+/// Shortest time between two signings of one entry's SVID, so an SVID
+/// that arrives already past half its lifetime is not re-signed in a loop.
+const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Deadline of one `BatchNewX509Svid` call.
+const SIGN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The entry fields an SVID was signed for; when they change, the SVID is
+/// signed again.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SvidParams {
+    /// The entry's SPIFFE ID.
+    pub spiffe_id: SpiffeId,
+    /// The entry's DNS names.
+    pub dns_names: Vec<String>,
+    /// The entry's X.509-SVID lifetime.
+    pub ttl: Option<Duration>,
+}
+
+impl SvidParams {
+    /// Returns the signing parameters of `entry`.
+    pub fn of(entry: &RegistrationEntry) -> Self {
+        Self {
+            spiffe_id: entry.spiffe_id.clone(),
+            dns_names: entry.dns_names.clone(),
+            ttl: entry.x509_svid_ttl,
+        }
+    }
+
+    /// Returns whether `entry` still has these parameters.
+    pub fn matches(&self, entry: &RegistrationEntry) -> bool {
+        self.spiffe_id == entry.spiffe_id
+            && self.dns_names == entry.dns_names
+            && self.ttl == entry.x509_svid_ttl
+    }
+}
+
+/// An X.509-SVID signed for one entry, with its private key.
+#[derive(Debug, Clone)]
+pub struct WorkloadSvid {
+    /// The certificate chain and private key.
+    pub svid: X509Svid,
+    /// The entry fields it was signed for.
+    pub params: SvidParams,
+    /// The leaf's notBefore.
+    pub not_before: SystemTime,
+    /// The leaf's notAfter.
+    pub not_after: SystemTime,
+    /// When the SVID is signed again: at half its lifetime.
+    pub renew_at: SystemTime,
+}
+
+/// Signs workload public keys: the server's `BatchNewX509Svid`, or a fake
+/// in tests.
+pub trait SvidSigner: Send + Sync + 'static {
+    /// Sends one batch; results come back in request order.
+    fn batch_new_x509_svid(
+        &self,
+        params: Vec<NewX509SvidParams>,
+    ) -> BoxFuture<'_, Result<Vec<NewX509SvidResult>, Status>>;
+}
+
+impl SvidSigner for ServerChannel {
+    fn batch_new_x509_svid(
+        &self,
+        params: Vec<NewX509SvidParams>,
+    ) -> BoxFuture<'_, Result<Vec<NewX509SvidResult>, Status>> {
+        Box::pin(async move {
+            let mut request = tonic::Request::new(BatchNewX509SvidRequest { params });
+            request.set_timeout(SIGN_TIMEOUT);
+            let response = self.client().batch_new_x509_svid(request).await?;
+            Ok(response.into_inner().results)
+        })
+    }
+}
+
+/// The entries whose SVIDs are due for signing, and when to look again.
+#[derive(Debug, Default)]
+pub struct SigningPlan {
+    /// Entries without an SVID, with an SVID for changed fields, or with an
+    /// SVID past its renewal time; entries waiting out a backoff are left out.
+    pub due: Vec<RegistrationEntry>,
+    /// The earliest renewal time or backoff end among the other entries.
+    pub wake_at: Option<SystemTime>,
+}
+
+/// Decides which entries need an SVID signed at `now`. `retry_at` holds the
+/// time before which an entry whose signing failed is not tried again.
+pub fn plan_signing(
+    state: &CacheState,
+    retry_at: &HashMap<EntryId, SystemTime>,
+    now: SystemTime,
+) -> SigningPlan {
+    let now_unix = system_time_to_unix(now);
+    let mut plan = SigningPlan::default();
+    let mut wake = |time: SystemTime| {
+        plan.wake_at = Some(plan.wake_at.map_or(time, |current| current.min(time)));
+    };
+    let mut due = Vec::new();
+
+    for entry in state.entries().values() {
+        if is_expired(entry, now_unix) {
+            continue;
+        }
+        if let Some(svid) = state.svid(&entry.id)
+            && svid.params.matches(entry)
+            && now < svid.renew_at
+        {
+            wake(svid.renew_at);
+            continue;
+        }
+        match retry_at.get(&entry.id) {
+            Some(&time) if time > now => wake(time),
+            _ => due.push(entry.clone()),
+        }
+    }
+    plan.due = due;
+    plan
+}
+
+/// The task that keeps an X.509-SVID signed for every cached entry.
+pub struct X509SvidManager<S> {
+    cache: Arc<Cache>,
+    signer: Arc<S>,
+    retry: RetryPolicy,
+    failures: HashMap<EntryId, Failure>,
+}
+
+/// The backoff state of an entry whose signing failed.
+struct Failure {
+    backoff: Backoff,
+    retry_at: SystemTime,
+}
+
+impl<S: SvidSigner> X509SvidManager<S> {
+    /// Creates the manager; it starts working when [`run`](Self::run) is awaited.
+    pub fn new(cache: Arc<Cache>, signer: Arc<S>, retry: RetryPolicy) -> Self {
+        Self {
+            cache,
+            signer,
+            retry,
+            failures: HashMap::new(),
+        }
+    }
+
+    /// Signs and renews SVIDs until the cache is dropped.
+    ///
+    /// # Errors
+    ///
+    /// Returns [`AgentError::Server`] when the server rejects the agent
+    /// itself (a final gRPC code for the whole batch), because no SVID can
+    /// be signed after that.
+    pub async fn run(mut self) -> Result<(), AgentError> {
+        let mut generation = self.cache.subscribe();
+        loop {
+            generation.borrow_and_update();
+            let now = SystemTime::now();
+            let plan = self.plan(now);
+
+            if !plan.due.is_empty() {
+                self.sign(plan.due, now).await?;
+                continue;
+            }
+
+            let sleep = async {
+                match plan.wake_at {
+                    Some(time) => tokio::time::sleep(duration_until(time, SystemTime::now())).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = generation.changed() => {
+                    if changed.is_err() {
+                        return Ok(());
+                    }
+                }
+                () = sleep => {}
+            }
+        }
+    }
+
+    fn plan(&mut self, now: SystemTime) -> SigningPlan {
+        let failures = &mut self.failures;
+        self.cache.read(|state| {
+            failures.retain(|id, _| state.entries().contains_key(id));
+            let retry_at = failures
+                .iter()
+                .map(|(id, failure)| (id.clone(), failure.retry_at))
+                .collect();
+            plan_signing(state, &retry_at, now)
+        })
+    }
+
+    /// Signs SVIDs for `due` in batches and stores them in the cache.
+    async fn sign(
+        &mut self,
+        due: Vec<RegistrationEntry>,
+        now: SystemTime,
+    ) -> Result<(), AgentError> {
+        let bundle = self.cache.read(|state| state.bundle().cloned());
+        for batch in due.chunks(MAX_BATCH_SIZE) {
+            let keys = batch
+                .iter()
+                .map(|_| PrivateKey::generate(KeyAlgorithm::EcP256))
+                .collect::<Result<Vec<_>, _>>()?;
+            let params = batch
+                .iter()
+                .zip(&keys)
+                .map(|(entry, key)| NewX509SvidParams {
+                    entry_id: entry.id.to_string(),
+                    public_key: key.public_key_der(),
+                })
+                .collect();
+
+            let results = match self.signer.batch_new_x509_svid(params).await {
+                Ok(results) if results.len() == batch.len() => results,
+                Ok(results) => {
+                    let reason = format!("{} results for {} requests", results.len(), batch.len());
+                    self.fail_batch(batch, &reason, now);
+                    continue;
+                }
+                Err(status) if is_final(status.code()) => {
+                    tracing::error!(code = ?status.code(), message = status.message(), "the server rejected the agent's SVID requests; no workload SVIDs can be signed");
+                    return Err(AgentError::server("BatchNewX509Svid", &status));
+                }
+                Err(status) => {
+                    let reason = format!("{:?}: {}", status.code(), status.message());
+                    self.fail_batch(batch, &reason, now);
+                    continue;
+                }
+            };
+
+            let mut signed = Vec::with_capacity(batch.len());
+            for ((entry, key), result) in batch.iter().zip(keys).zip(results) {
+                match accept_result(entry, key, result, bundle.as_deref(), now) {
+                    Ok(svid) => {
+                        tracing::debug!(entry_id = %entry.id, spiffe_id = %entry.spiffe_id, expires_at = ?svid.not_after, "workload SVID signed");
+                        self.failures.remove(&entry.id);
+                        signed.push((entry.id.clone(), svid));
+                    }
+                    Err(reason) => self.fail_entry(entry, &reason, now),
+                }
+            }
+            let stored = self.cache.store_svids(signed);
+            tracing::info!(stored, requested = batch.len(), "workload SVIDs signed");
+        }
+        Ok(())
+    }
+
+    fn fail_batch(&mut self, batch: &[RegistrationEntry], reason: &str, now: SystemTime) {
+        tracing::warn!(
+            entries = batch.len(),
+            reason,
+            "signing workload SVIDs failed; retrying with backoff"
+        );
+        for entry in batch {
+            self.record_failure(entry, now);
+        }
+    }
+
+    fn fail_entry(&mut self, entry: &RegistrationEntry, reason: &str, now: SystemTime) {
+        let failures = self.record_failure(entry, now);
+        if failures == 1 {
+            tracing::warn!(entry_id = %entry.id, spiffe_id = %entry.spiffe_id, reason, "signing a workload SVID failed; retrying with backoff");
+        } else {
+            tracing::debug!(entry_id = %entry.id, spiffe_id = %entry.spiffe_id, reason, failures, "signing a workload SVID failed again");
+        }
+    }
+
+    /// Counts a failure for `entry` and sets when it is tried again;
+    /// returns the number of failures in a row.
+    fn record_failure(&mut self, entry: &RegistrationEntry, now: SystemTime) -> u32 {
+        let retry = self.retry;
+        let failure = self
+            .failures
+            .entry(entry.id.clone())
+            .or_insert_with(|| Failure {
+                backoff: retry.backoff(),
+                retry_at: now,
+            });
+        failure.retry_at = now + failure.backoff.next_delay();
+        failure.backoff.failures()
+    }
+}
+
+/// Checks one result of `BatchNewX509Svid` and pairs it with its key.
+fn accept_result(
+    entry: &RegistrationEntry,
+    key: PrivateKey,
+    result: NewX509SvidResult,
+    bundle: Option<&TrustBundle>,
+    now: SystemTime,
+) -> Result<WorkloadSvid, String> {
+    if let Some(status) = result.status.filter(|s| s.code != 0) {
+        return Err(format!(
+            "the server rejected the entry: {:?}: {}",
+            tonic::Code::from(status.code),
+            status.message
+        ));
+    }
+    let svid = result.svid.ok_or("the result has no SVID")?;
+    let chain: Vec<CertificateDer<'static>> = svid
+        .cert_chain
+        .into_iter()
+        .map(CertificateDer::from)
+        .collect();
+    let svid = X509Svid::new(chain, key).map_err(|e| e.to_string())?;
+    if svid.spiffe_id() != &entry.spiffe_id {
+        return Err(format!(
+            "the SVID is for {} but the entry is for {}",
+            svid.spiffe_id(),
+            entry.spiffe_id
+        ));
+    }
+    if let Some(bundle) = bundle {
+        validate_x509_svid(svid.cert_chain(), bundle, now).map_err(|e| e.to_string())?;
+    }
+    let (not_before, not_after) = certificate_validity(svid.leaf())?;
+    // An SVID that arrives already at half its lifetime (a short TTL, or a
+    // CA near its own expiry) is kept at least MIN_RENEWAL_INTERVAL.
+    let renew_at = renewal_time(not_before, not_after).max(now + MIN_RENEWAL_INTERVAL);
+    Ok(WorkloadSvid {
+        svid,
+        params: SvidParams::of(entry),
+        not_before,
+        not_after,
+        renew_at,
+    })
+}
