@@ -238,8 +238,8 @@ impl CertificateAuthority {
     ///
     /// # Errors
     ///
-    /// An ID outside the trust domain or without a path, a TTL under one second, an expired
-    /// active key, or claims the token format rejects (such as no audience).
+    /// An ID outside the trust domain or without a path, a TTL under one second,
+    /// an empty audience, or an expired active key.
     pub fn mint_jwt_svid(
         &self,
         id: &SpiffeId,
@@ -248,6 +248,12 @@ impl CertificateAuthority {
         now: SystemTime,
     ) -> Result<MintedJwt, CaError> {
         self.check_request(id, ttl)?;
+        if audience.is_empty() || audience.iter().any(String::is_empty) {
+            return Err(CaError::InvalidAudience {
+                spiffe_id: id.clone(),
+                audience: audience.to_vec(),
+            });
+        }
 
         let slots = self.slots.load();
         let issuer = self.config.jwt_issuer.as_deref();

@@ -157,6 +157,17 @@ pub enum CaError {
         spiffe_id: SpiffeId,
     },
 
+    /// A JWT-SVID was requested without an audience, or with an empty one.
+    #[error(
+        "invalid audience {audience:?} for the JWT-SVID of {spiffe_id}; request at least one non-empty audience"
+    )]
+    InvalidAudience {
+        /// The requested SPIFFE ID.
+        spiffe_id: SpiffeId,
+        /// The requested audience.
+        audience: Vec<String>,
+    },
+
     /// An SVID was requested with a lifetime shorter than one second, the
     /// precision of certificate and token times.
     #[error("invalid SVID TTL {} for {spiffe_id}; request at least 1s", format_duration(*ttl))]
@@ -236,4 +247,23 @@ pub enum CaError {
         /// The lifetime added to it.
         ttl: Duration,
     },
+}
+
+impl CaError {
+    /// Reports whether the error comes from the request (its SPIFFE ID, public
+    /// key, DNS names, audience or TTL) rather than from the CA, so a server
+    /// can answer it as an invalid argument.
+    pub fn is_invalid_request(&self) -> bool {
+        matches!(
+            self,
+            Self::InvalidPublicKey { .. }
+                | Self::UnsupportedPublicKey { .. }
+                | Self::UnsupportedRsaKeySize { .. }
+                | Self::ForeignTrustDomain { .. }
+                | Self::RootSpiffeId { .. }
+                | Self::InvalidAudience { .. }
+                | Self::SvidTtlTooShort { .. }
+                | Self::SvidProfile { .. }
+        )
+    }
 }

@@ -226,8 +226,18 @@ impl Draft {
         }
     }
 
-    /// Removes retired authorities that have expired.
+    /// Removes expired authorities other than the active one. A prepared one
+    /// can only expire in a state file edited by hand, but left in place it
+    /// would make the next rotation time lie in the past.
     fn prune(&mut self, now: SystemTime) {
+        if self
+            .prepared
+            .as_ref()
+            .is_some_and(|p| p.lifetime().is_expired(now))
+        {
+            self.retire_prepared();
+        }
+
         let pruned = &mut self.event.pruned;
         self.retired.retain(|authority| {
             let keep = !authority.lifetime.is_expired(now);
@@ -311,4 +321,57 @@ fn generate(config: &CaConfig, now: SystemTime) -> Result<Arc<SigningAuthority>,
         now,
     )?;
     Ok(Arc::new(authority))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use tessera_spiffe::id::TrustDomain;
+
+    use super::*;
+
+    fn config(ttl: Duration) -> CaConfig {
+        let mut config =
+            CaConfig::new(TrustDomain::new("example.org").expect("valid trust domain"));
+        config.ca_ttl = ttl;
+        config
+    }
+
+    fn start() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
+    }
+
+    #[test]
+    fn prune_drops_expired_prepared() {
+        let day = config(Duration::from_secs(24 * 3600));
+        let minute = config(Duration::from_secs(60));
+        let mut draft = Draft::new_ca(&day, start()).expect("CA is created");
+        draft
+            .prepare_now(&minute, start())
+            .expect("prepare succeeds");
+
+        let now = start() + Duration::from_secs(300);
+        draft.advance(&day, now).expect("rotation succeeds");
+        let finished = draft.finish(&day.trust_domain).expect("draft finishes");
+
+        assert!(finished.slots.prepared.is_none());
+        assert_eq!(finished.event.pruned.len(), 1);
+        assert!(finished.slots.next_rotation_at() > now);
+    }
+
+    #[test]
+    fn advance_stops_at_wait() {
+        let day = config(Duration::from_secs(24 * 3600));
+        let mut draft = Draft::new_ca(&day, start()).expect("CA is created");
+        draft
+            .advance(&day, start() + Duration::from_secs(3600))
+            .expect("rotation succeeds");
+        let finished = draft.finish(&day.trust_domain).expect("draft finishes");
+
+        assert_eq!(finished.event.created.len(), 1, "only the first authority");
+        assert_eq!(finished.created.len(), 1);
+        assert_eq!(finished.state.active.id, finished.event.created[0]);
+        assert_eq!(finished.state.bundle_sequence, 1);
+    }
 }

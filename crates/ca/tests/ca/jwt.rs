@@ -152,8 +152,14 @@ fn jwt_rejects_foreign_trust_domain() {
 #[test]
 fn jwt_rejects_empty_audience() {
     let ca = memory_ca(KeyAlgorithm::EcP256);
-    let result = ca.mint_jwt_svid(&workload_id(), &[], Duration::from_secs(300), start());
-    assert!(matches!(result, Err(CaError::Jwt { .. })), "{result:?}");
+    for audience in [vec![], vec![String::new()]] {
+        let result = ca.mint_jwt_svid(&workload_id(), &audience, Duration::from_secs(300), start());
+        assert!(
+            matches!(result, Err(CaError::InvalidAudience { .. })),
+            "{audience:?}: {result:?}"
+        );
+        assert!(result.is_err_and(|e| e.is_invalid_request()));
+    }
 }
 
 #[test]

@@ -162,6 +162,24 @@ fn svid_not_after_clamped_to_ca() {
 }
 
 #[test]
+fn svid_rejects_non_ascii_dns_name() {
+    let ca = memory_ca(KeyAlgorithm::EcP256);
+    let dns = vec!["bücher.example.org".to_string()];
+    let result = ca.sign_x509_svid(
+        &workload_id(),
+        &public_key(KeyAlgorithm::EcP256),
+        &dns,
+        HOUR,
+        start(),
+    );
+    assert!(
+        matches!(result, Err(CaError::SvidProfile { .. })),
+        "{result:?}"
+    );
+    assert!(result.is_err_and(|e| e.is_invalid_request()));
+}
+
+#[test]
 fn svid_huge_ttl_clamped_to_ca() {
     let ca = memory_ca(KeyAlgorithm::EcP256);
     let chain = ca.sign_x509_svid(
@@ -189,6 +207,10 @@ fn svid_rejects_after_active_expiry() {
         matches!(result, Err(CaError::ActiveExpired { .. })),
         "{result:?}"
     );
+    assert!(
+        result.is_err_and(|e| !e.is_invalid_request()),
+        "the CA is at fault"
+    );
 }
 
 #[test]
@@ -200,6 +222,7 @@ fn svid_rejects_foreign_trust_domain() {
         matches!(result, Err(CaError::ForeignTrustDomain { .. })),
         "{result:?}"
     );
+    assert!(result.is_err_and(|e| e.is_invalid_request()));
 }
 
 #[test]
@@ -345,7 +368,10 @@ fn svid_public_key_rejections_table() {
     for (case, key, expected) in cases {
         match sign(&ca, &key) {
             Ok(_) => panic!("case {case:?}: key was accepted"),
-            Err(e) => assert!(expected(&e), "case {case:?}: unexpected error {e:?}"),
+            Err(e) => {
+                assert!(expected(&e), "case {case:?}: unexpected error {e:?}");
+                assert!(e.is_invalid_request(), "case {case:?}: {e:?}");
+            }
         }
     }
 }
