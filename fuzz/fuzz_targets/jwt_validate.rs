@@ -1,6 +1,6 @@
-//! Fuzzes JWT-SVID validation against a fixed bundle holding one EC P-256
-//! and one RSA key. Validation must never panic; a token that passes must
-//! carry the expected audience.
+//! Fuzzes JWT-SVID validation against a fixed bundle that contains one EC
+//! P-256 key and one RSA key. The target fails when validation panics or
+//! accepts a token without the expected audience or already expired.
 
 #![no_main]
 

@@ -1,6 +1,6 @@
 //! The error type for selectors, entry IDs, DNS names and registration
-//! entries. Every message names the field or value at fault and says what
-//! a valid one looks like.
+//! entries. Every message names the field or value at fault and describes
+//! a valid one.
 
 use tessera_spiffe::IdError;
 
@@ -61,7 +61,7 @@ pub enum EntryError {
     MissingField {
         /// Field name, as in the protobuf message.
         field: &'static str,
-        /// What to set it to.
+        /// Advice on the value to set.
         hint: &'static str,
     },
     /// A SPIFFE ID field is invalid.
@@ -69,7 +69,7 @@ pub enum EntryError {
     InvalidSpiffeId {
         /// Field name.
         field: &'static str,
-        /// Why the value is not a SPIFFE ID; the message names the value.
+        /// The parse error, whose message includes the value.
         error: IdError,
     },
     /// The entry's SPIFFE ID has no path, so no leaf SVID can carry it.
@@ -119,7 +119,7 @@ pub enum EntryError {
     InvalidDnsName {
         /// The name.
         name: String,
-        /// What is wrong with it.
+        /// Description of the fault.
         reason: String,
     },
 }

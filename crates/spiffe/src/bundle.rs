@@ -46,7 +46,7 @@ pub enum BundleError {
     InvalidKey {
         /// Index in the `keys` array.
         index: usize,
-        /// What is wrong with it.
+        /// Description of the fault.
         reason: String,
     },
     /// An X.509 authority cannot be parsed or has an unsupported key.
@@ -69,7 +69,7 @@ pub enum BundleError {
     InvalidJwtAuthority {
         /// Key ID.
         key_id: String,
-        /// What is wrong with the key.
+        /// Description of the fault.
         reason: String,
     },
     /// Two JWT authorities share a key ID.
@@ -79,17 +79,17 @@ pub enum BundleError {
     #[error("invalid PEM bundle: {0}")]
     InvalidPem(String),
     /// A PEM block is not a `CERTIFICATE`.
-    #[error("PEM block is labeled {0:?}: a PEM bundle holds only CERTIFICATE blocks")]
+    #[error("PEM block is labeled {0:?}: a PEM bundle contains only CERTIFICATE blocks")]
     WrongPemLabel(String),
-    /// The PEM text holds no certificate.
-    #[error("PEM bundle holds no CERTIFICATE block")]
+    /// The PEM text contains no certificate.
+    #[error("PEM bundle contains no CERTIFICATE block")]
     NoCertificates,
     /// Concatenated DER certificates cannot be split.
     #[error("invalid DER certificate at byte {offset} of the bundle: {reason}")]
     InvalidDer {
         /// Byte offset of the certificate that failed.
         offset: usize,
-        /// What is wrong with it.
+        /// Description of the fault.
         reason: String,
     },
 }

@@ -151,7 +151,7 @@ fn path_hint(ch: char) -> &'static str {
 
 /// A trust domain name such as `example.org`.
 ///
-/// A value of this type always holds a valid name: non-empty, at most
+/// A value of this type always contains a valid name: non-empty, at most
 /// [`MAX_TRUST_DOMAIN_BYTES`] bytes, and only the characters `[a-z0-9.-_]`.
 #[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TrustDomain {
@@ -229,7 +229,7 @@ impl FromStr for TrustDomain {
 
 /// A SPIFFE ID such as `spiffe://example.org/service/web`.
 ///
-/// A value of this type always holds a valid, canonical ID: the lowercase
+/// A value of this type always contains a valid, canonical ID: the lowercase
 /// `spiffe` scheme, a valid trust domain name, and a path that is empty or
 /// made of non-empty segments of `[A-Za-z0-9.-_]` other than `.` and `..`,
 /// with no trailing slash, all within [`MAX_SPIFFE_ID_BYTES`].

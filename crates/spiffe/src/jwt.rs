@@ -19,7 +19,7 @@ use crate::key::KeyError;
 
 /// Error returned when a JWT-SVID cannot be minted or fails validation.
 ///
-/// No variant holds the token, which is a bearer credential.
+/// No variant contains the token, which is a bearer credential.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum JwtSvidError {
     /// The token is longer than [`MAX_JWT_BYTES`].
@@ -83,7 +83,7 @@ pub enum JwtSvidError {
     InvalidClaim {
         /// Claim name.
         name: &'static str,
-        /// What is wrong with it.
+        /// Description of the fault.
         reason: String,
     },
     /// The `exp` claim is missing.

@@ -242,6 +242,10 @@ impl PrivateKey {
 
     /// Converts the key into an rcgen key pair for certificate signing.
     ///
+    /// NOTE: the rcgen key pair keeps its own copy of the PKCS#8 DER, which
+    /// rcgen does not clear on drop. It implements `Zeroize`, so a caller
+    /// that keeps it should wrap it in `zeroize::Zeroizing`.
+    ///
     /// # Errors
     ///
     /// Returns [`KeyError::Rcgen`] when rcgen rejects the key.

@@ -11,7 +11,7 @@ use crate::id::{SpiffeId, TrustDomain};
 use crate::key::{KeyAlgorithm, PrivateKey};
 use crate::x509::{ca_params, svid_params};
 
-/// The fixed validation time of the tests: 2027-01-15T08:00:00Z.
+/// Returns the fixed validation time of the tests, 2027-01-15T08:00:00Z.
 pub(crate) fn now() -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
@@ -34,8 +34,8 @@ pub(crate) struct TestCa {
 }
 
 impl TestCa {
-    /// A self-signed root CA for `name`, valid from one hour before the
-    /// test time to one day after.
+    /// Creates a self-signed root CA for `name`, valid from one hour before
+    /// the test time to one day after.
     pub(crate) fn root(name: &str, alg: KeyAlgorithm) -> Self {
         let key = PrivateKey::generate(alg)
             .expect("generate")
@@ -46,7 +46,7 @@ impl TestCa {
         Self { cert, params, key }
     }
 
-    /// An intermediate CA signed by this CA.
+    /// Creates an intermediate CA signed by this CA.
     pub(crate) fn intermediate(&self, name: &str) -> Self {
         let key = PrivateKey::generate(KeyAlgorithm::EcP256)
             .expect("generate")
@@ -71,12 +71,12 @@ impl TestCa {
             .clone()
     }
 
-    /// A standard leaf SVID for `uri` and its key.
+    /// Issues a standard leaf SVID for `uri` and returns it with its key.
     pub(crate) fn leaf(&self, uri: &str) -> (CertificateDer<'static>, PrivateKey) {
         self.leaf_with(uri, |_| {})
     }
 
-    /// A leaf SVID for `uri` whose parameters `edit` changes before signing.
+    /// Issues a leaf SVID for `uri` after `edit` changes its parameters.
     pub(crate) fn leaf_with(
         &self,
         uri: &str,
@@ -90,7 +90,7 @@ impl TestCa {
         (cert, key)
     }
 
-    /// A bundle for `name` holding this CA.
+    /// Returns a bundle for `name` that contains this CA.
     pub(crate) fn bundle(&self, name: &str) -> TrustBundle {
         let mut bundle = TrustBundle::new(td(name));
         bundle

@@ -25,7 +25,7 @@ pub enum X509SvidError {
     Certificate {
         /// Position in the chain, 0 for the leaf.
         index: usize,
-        /// What is wrong with it.
+        /// Description of the fault.
         reason: String,
     },
     /// The certificate has no URI SAN.

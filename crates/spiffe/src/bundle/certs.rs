@@ -64,7 +64,7 @@ impl TrustBundle {
     /// # Errors
     ///
     /// Returns [`BundleError`] when the input is too large, the PEM is
-    /// malformed, holds a block of another kind or no certificate at all, or
+    /// malformed, contains a block of another kind or no certificate at all, or
     /// a certificate is not a CA certificate.
     pub fn from_pem(td: &TrustDomain, pem: &str) -> Result<Self, BundleError> {
         check_input_size(pem.len())?;

@@ -31,8 +31,8 @@ struct RawJwkSet {
     spiffe_refresh_hint: Option<u64>,
 }
 
-/// One JWK. Members are untyped so that an entry that is ignored for its
-/// `use` or `kty` cannot fail the whole bundle.
+/// One JWK. Members are untyped, so a member of an unexpected JSON type in
+/// an entry that is ignored for its `use` or `kty` does not fail the bundle.
 #[derive(Deserialize)]
 struct RawJwk {
     kty: Option<Value>,
@@ -95,7 +95,7 @@ impl TrustBundle {
     ///
     /// Returns [`BundleError`] when the document is larger than
     /// [`super::MAX_BUNDLE_BYTES`], has more than [`MAX_BUNDLE_AUTHORITIES`]
-    /// keys, is not a JWK Set, or holds an `x509-svid` or `jwt-svid` key that
+    /// keys, is not a JWK Set, or contains an `x509-svid` or `jwt-svid` key that
     /// is invalid.
     pub fn from_jwks(td: &TrustDomain, json: &[u8]) -> Result<Self, BundleError> {
         check_input_size(json.len())?;
@@ -119,7 +119,7 @@ impl TrustBundle {
         Ok(bundle)
     }
 
-    /// Adds one JWK; the error is a reason for [`BundleError::InvalidKey`].
+    /// Adds one JWK. An error becomes the reason of [`BundleError::InvalidKey`].
     fn add_raw_key(&mut self, key: RawJwk) -> Result<(), String> {
         let key_use = match &key.key_use {
             Some(Value::String(u)) if u == USE_X509_SVID || u == USE_JWT_SVID => u.as_str(),
@@ -146,7 +146,7 @@ impl TrustBundle {
             Some(Value::Array(chain)) => match chain.first() {
                 None => return Ok(()),
                 Some(Value::String(first)) => first,
-                Some(_) => return Err("\"x5c\" holds a value that is not a string".to_owned()),
+                Some(_) => return Err("\"x5c\" contains a value that is not a string".to_owned()),
             },
             Some(_) => return Err("\"x5c\" is not an array".to_owned()),
         };

@@ -18,7 +18,7 @@ fn jwt_authority(key_id: &str, alg: KeyAlgorithm) -> JwtAuthority {
     }
 }
 
-/// A bundle with one X.509 authority of each key type and two JWT keys.
+/// Builds a bundle with an EC and an RSA X.509 authority and two JWT keys.
 fn full_bundle() -> TrustBundle {
     let mut bundle = TrustBundle::new(td("example.org"));
     for alg in [KeyAlgorithm::EcP256, KeyAlgorithm::Rsa2048] {

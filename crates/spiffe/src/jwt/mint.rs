@@ -29,9 +29,9 @@ struct Claims<'a> {
     iss: Option<&'a str>,
 }
 
-/// Signs a JWT-SVID with `key`: header `alg` (ES256, ES384 or RS256 by key
-/// algorithm), `kid` and `typ: "JWT"`; claims `sub`, `aud` (always an
-/// array), `exp`, `iat` and, when set, `iss`.
+/// Signs a JWT-SVID with `key`. The header has `alg` (ES256, ES384 or RS256,
+/// by key algorithm), `kid` and `typ: "JWT"`. The claims are `sub`, `aud`
+/// (always an array), `exp`, `iat` and, when set, `iss`.
 ///
 /// # Errors
 ///

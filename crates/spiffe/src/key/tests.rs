@@ -110,3 +110,13 @@ fn sign_jws_verifies_with_public_key() {
         assert!(public.verify(b"other", &sig).is_err(), "{alg}");
     }
 }
+
+#[test]
+fn rcgen_key_pair_can_be_zeroized() {
+    use zeroize::Zeroize;
+    let key = PrivateKey::generate(KeyAlgorithm::EcP256).expect("generate");
+    let mut pair = key.to_rcgen().expect("rcgen key");
+    assert_eq!(pair.serialized_der(), key.pkcs8_der());
+    pair.zeroize();
+    assert!(pair.serialized_der().iter().all(|b| *b == 0));
+}

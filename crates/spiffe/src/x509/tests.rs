@@ -331,7 +331,8 @@ fn svid_params_follow_the_leaf_profile() {
     assert!(!usage.key_cert_sign);
     assert!(!usage.crl_sign);
     let extended = info.extended_key_usage.expect("extended key usage present");
-    assert!(extended.server_auth && extended.client_auth);
+    assert!(extended.server_auth);
+    assert!(extended.client_auth);
 
     let (_, parsed) = x509_parser::parse_x509_certificate(&leaf).expect("parse");
     let san = parsed
