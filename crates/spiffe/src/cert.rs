@@ -108,3 +108,17 @@ fn uri_sans(cert: &X509Certificate<'_>) -> Result<Vec<String>, String> {
 pub(crate) fn unix_to_system_time(seconds: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_secs(u64::try_from(seconds).unwrap_or(0))
 }
+
+/// Formats Unix seconds as an RFC 3339 UTC time for messages, falling back
+/// to the number when it is outside the range the `time` crate supports.
+pub(crate) fn format_unix_time(seconds: impl Into<i128> + Copy) -> String {
+    let value: i128 = seconds.into();
+    i64::try_from(value)
+        .ok()
+        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_else(|| format!("{value} (Unix seconds)"))
+}

@@ -14,6 +14,7 @@ pub use validate::{MAX_JWT_BYTES, VerifiedJwtSvid, validate_jwt_svid};
 use std::fmt;
 use std::time::SystemTime;
 
+use crate::cert::format_unix_time;
 use crate::id::{IdError, SpiffeId, TrustDomain};
 use crate::key::KeyError;
 
@@ -90,7 +91,11 @@ pub enum JwtSvidError {
     #[error("JWT-SVID has no exp claim: JWT-SVIDs must expire")]
     MissingExpiration,
     /// The token has expired.
-    #[error("JWT-SVID expired at Unix time {expires_at} (validation time {now})")]
+    #[error(
+        "JWT-SVID expired at {} (validation time {})",
+        format_unix_time(*expires_at),
+        format_unix_time(*now)
+    )]
     Expired {
         /// The `exp` claim, Unix seconds.
         expires_at: i64,
@@ -98,7 +103,11 @@ pub enum JwtSvidError {
         now: i64,
     },
     /// The `nbf` claim is in the future.
-    #[error("JWT-SVID is not valid before Unix time {not_before} (validation time {now})")]
+    #[error(
+        "JWT-SVID is not valid before {} (validation time {})",
+        format_unix_time(*not_before),
+        format_unix_time(*now)
+    )]
     NotYetValid {
         /// The `nbf` claim, Unix seconds.
         not_before: i64,

@@ -9,7 +9,7 @@ pub use validate::{VerifiedX509Svid, spiffe_id_from_certificate, validate_x509_s
 
 use rustls_pki_types::CertificateDer;
 
-use crate::cert::CertInfo;
+use crate::cert::{CertInfo, format_unix_time};
 use crate::id::{IdError, SpiffeId, TrustDomain};
 use crate::key::{KeyError, PrivateKey};
 use crate::spki::PublicKeyParams;
@@ -89,7 +89,7 @@ pub enum X509SvidError {
     #[error("the trust bundle of {0:?} has no X.509 authorities")]
     NoX509Authorities(TrustDomain),
     /// A certificate of the chain has expired.
-    #[error("a certificate of the chain expired at {} (validation time {})", rfc3339(*not_after), rfc3339(*now))]
+    #[error("a certificate of the chain expired at {} (validation time {})", format_unix_time(*not_after), format_unix_time(*now))]
     Expired {
         /// notAfter, Unix seconds.
         not_after: u64,
@@ -97,7 +97,7 @@ pub enum X509SvidError {
         now: u64,
     },
     /// A certificate of the chain is not valid yet.
-    #[error("a certificate of the chain is not valid until {} (validation time {})", rfc3339(*not_before), rfc3339(*now))]
+    #[error("a certificate of the chain is not valid until {} (validation time {})", format_unix_time(*not_before), format_unix_time(*now))]
     NotYetValid {
         /// notBefore, Unix seconds.
         not_before: u64,
@@ -124,18 +124,6 @@ pub enum X509SvidError {
     /// A key error.
     #[error(transparent)]
     Key(#[from] KeyError),
-}
-
-/// Formats Unix seconds as an RFC 3339 UTC time for messages.
-fn rfc3339(seconds: u64) -> String {
-    i64::try_from(seconds)
-        .ok()
-        .and_then(|s| time::OffsetDateTime::from_unix_timestamp(s).ok())
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
-        .unwrap_or_else(|| format!("{seconds} (Unix seconds)"))
 }
 
 /// An X.509-SVID with its private key.

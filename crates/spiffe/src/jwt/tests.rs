@@ -536,3 +536,15 @@ fn times_before_the_epoch_are_rejected_when_minting() {
         Err(JwtSvidError::InvalidClaims(_))
     ));
 }
+
+#[test]
+fn expiry_message_shows_utc_times() {
+    let err = JwtSvidError::Expired {
+        expires_at: NOW_SECS,
+        now: NOW_SECS + 60,
+    };
+    assert_eq!(
+        err.to_string(),
+        "JWT-SVID expired at 2027-01-15T08:00:00Z (validation time 2027-01-15T08:01:00Z)"
+    );
+}
