@@ -54,13 +54,22 @@ pub enum Command {
     #[command(subcommand)]
     Jwt(JwtCommand),
     /// Start a complete local trust domain (server and agent) for development.
+    ///
+    /// Writes server.toml and agent.toml into the data directory when they
+    /// are missing, runs `tessera server run` and `tessera agent run` as
+    /// child processes (logs in server.log and agent.log), registers
+    /// spiffe://<trust domain>/user/<user name> for this user's Unix UID,
+    /// and prints the SPIFFE_ENDPOINT_SOCKET line to export. A second run
+    /// with the same data directory keeps the CA, the agent and the entries.
+    /// Ctrl-C or SIGTERM stops both children.
     Dev(DevArgs),
 }
 
 /// Location of the server's admin API.
 #[derive(Debug, Clone, Args)]
 pub struct AdminArgs {
-    /// Path of the server's admin Unix socket (the server's `admin_socket`).
+    /// Path of the server's admin Unix socket: the server's `admin_socket`
+    /// key, which defaults to `<data_dir>/admin.sock`.
     #[arg(long, env = "TESSERA_ADMIN_SOCKET", default_value = DEFAULT_ADMIN_SOCKET)]
     pub admin_socket: PathBuf,
 }
@@ -233,7 +242,8 @@ pub struct EntryCreateArgs {
     #[arg(long)]
     pub downstream: bool,
     /// JSON file of entries to create, `{"entries": [{...}]}`, with the
-    /// field names of `entry show --output json`; `-` reads standard input.
+    /// field names of `entry show --output json` (so the output of
+    /// `entry list --output json` is a valid file); `-` reads standard input.
     /// Selectors are objects `{"type": .., "value": ..}` or `TYPE:VALUE`
     /// strings; TTLs are seconds or durations such as `"1h"`; `expires_at`
     /// is Unix seconds or RFC 3339. `id`, `revision` and `created_at` are

@@ -12,26 +12,23 @@ use time::format_description::well_known::Rfc3339;
 
 /// Parses a SPIFFE ID given for the field `field`, such as `--parent-id`.
 pub fn spiffe_id(field: &str, value: &str) -> Result<SpiffeId> {
+    // The parser's error names the value and the fault, so the context adds
+    // only the field and an example.
     SpiffeId::parse(value).with_context(|| {
-        format!(
-            "invalid {field} {value:?}: expected a SPIFFE ID such as \
-             spiffe://example.org/service/web"
-        )
+        format!("invalid {field} (a SPIFFE ID such as spiffe://example.org/service/web)")
     })
 }
 
 /// Parses a trust domain name given for the field `field`.
 pub fn trust_domain(field: &str, value: &str) -> Result<TrustDomain> {
-    TrustDomain::new(value).with_context(|| {
-        format!("invalid {field} {value:?}: expected a trust domain name such as example.org")
-    })
+    TrustDomain::new(value)
+        .with_context(|| format!("invalid {field} (a trust domain name such as example.org)"))
 }
 
-/// Parses a selector written as `TYPE:VALUE`.
+/// Parses a selector written as `TYPE:VALUE`. The parser's error names the
+/// value and the expected form.
 pub fn selector(value: &str) -> Result<Selector> {
-    Selector::parse(value).with_context(|| {
-        format!("invalid selector {value:?}: expected TYPE:VALUE, such as unix:uid:1000")
-    })
+    Ok(Selector::parse(value)?)
 }
 
 /// Parses a duration such as `90s`, `5m` or `1h 30m`.

@@ -15,12 +15,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// Opens a gRPC channel to the Unix socket at `path`.
 ///
 /// The connection is made before this returns, so a missing socket or a
-/// stopped server is reported here.
-pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
+/// stopped server is reported here. The error is the innermost cause, such
+/// as `No such file or directory (os error 2)`, because tonic's wrappers
+/// repeat it.
+pub async fn connect(path: &Path) -> Result<Channel> {
     let path = path.to_owned();
     // The URI is required by tonic but never dialled: the connector below
     // opens the Unix socket instead.
-    Endpoint::from_static("http://localhost")
+    let connected = Endpoint::from_static("http://localhost")
         .connect_timeout(CONNECT_TIMEOUT)
         .connect_with_connector(tower::service_fn(move |_: Uri| {
             let path = path.clone();
@@ -29,7 +31,17 @@ pub async fn connect(path: &Path) -> Result<Channel, tonic::transport::Error> {
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
         }))
-        .await
+        .await;
+    connected.map_err(|err| anyhow::anyhow!(root_cause(&err)))
+}
+
+/// Returns the message of the innermost error in `err`'s source chain.
+fn root_cause(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut cause = err;
+    while let Some(source) = cause.source() {
+        cause = source;
+    }
+    cause.to_string()
 }
 
 /// Parses a Workload API endpoint address into the socket path.
@@ -143,7 +155,9 @@ mod tests {
     #[tokio::test]
     async fn connect_reports_missing_socket() {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let result = connect(&dir.path().join("missing.sock")).await;
-        assert!(result.is_err());
+        let err = connect(&dir.path().join("missing.sock"))
+            .await
+            .expect_err("no socket");
+        assert_eq!(err.to_string(), "No such file or directory (os error 2)");
     }
 }

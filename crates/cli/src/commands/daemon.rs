@@ -1,6 +1,8 @@
 //! Shared parts of the long-running commands (`server run`, `agent run`,
 //! `dev`): the log subscriber and the SIGINT and SIGTERM handlers.
 
+use std::io::IsTerminal as _;
+
 use anyhow::{Context, Result};
 use tokio::signal::unix::{Signal, SignalKind, signal};
 use tracing_subscriber::EnvFilter;
@@ -20,8 +22,10 @@ pub fn init_logging(flag: Option<&str>, config_level: &str) -> Result<()> {
         _ => EnvFilter::try_new(config_level)
             .with_context(|| format!("invalid log_level {config_level:?}"))?,
     };
+    // Colours only on a terminal: `tessera dev` sends the output to a file.
     tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr)
         .try_init()
         .map_err(|err| anyhow::anyhow!("failed to install the log subscriber: {err}"))

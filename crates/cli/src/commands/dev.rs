@@ -22,7 +22,7 @@ use crate::commands::daemon::ShutdownSignals;
 use crate::output::{self, OutputFormat};
 
 use layout::{DevLayout, ResolvedConfigs};
-use process::{Child, Wait};
+use process::{Child, JOIN_TOKEN_ENV, Wait};
 
 /// Trust domain of a new development deployment.
 pub const DEFAULT_TRUST_DOMAIN: &str = "tessera.local";
@@ -104,7 +104,7 @@ async fn run_with_server(
     eprintln!("Starting the agent (log: {})", layout.agent_log.display());
     let token_env = join_token
         .as_ref()
-        .map(|token| ("TESSERA_JOIN_TOKEN", token.as_str()));
+        .map(|token| (JOIN_TOKEN_ENV, token.as_str()));
     let mut agent = Child::spawn(
         "agent",
         executable,

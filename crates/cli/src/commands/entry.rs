@@ -6,7 +6,7 @@ mod batch;
 mod fields;
 mod view;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 use serde::Serialize;
 use tessera_proto::admin::ListEntriesRequest;
 use tessera_proto::types::Entry;
@@ -287,7 +287,7 @@ impl EntryChanges {
             spiffe_id: optional_id_value(names.spiffe_id, fields.spiffe_id.as_deref())?,
             parent_id: optional_id_value(names.parent_id, fields.parent_id.as_deref())?,
             selectors: non_empty(&fields.selectors)
-                .map(|values| fields::selectors(values))
+                .map(fields::selectors)
                 .transpose()?,
             x509_svid_ttl: fields
                 .x509_svid_ttl
@@ -383,11 +383,10 @@ fn optional_id(field: &str, value: Option<&str>) -> Result<String> {
     Ok(optional_id_value(field, value)?.unwrap_or_default())
 }
 
-/// Checks that `id` has the form of an entry ID.
+/// Checks that `id` has the form of an entry ID. The parser's error names
+/// the value and the expected form.
 fn check_entry_id(id: &str) -> Result<String> {
-    let parsed = tessera_registration::EntryId::parse(id)
-        .with_context(|| format!("invalid entry ID {id:?}: expected a UUID such as the ID that `tessera entry list` prints"))?;
-    Ok(parsed.to_string())
+    Ok(tessera_registration::EntryId::parse(id)?.to_string())
 }
 
 #[derive(Serialize)]

@@ -25,6 +25,9 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between readiness checks.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 
+/// Environment variable from which `tessera agent run` reads a join token.
+pub const JOIN_TOKEN_ENV: &str = "TESSERA_JOIN_TOKEN";
+
 /// Lines of a child's log shown when it fails.
 const LOG_TAIL_LINES: usize = 20;
 
@@ -92,6 +95,9 @@ impl Child {
             // A safety net for early returns: the child is killed if this
             // handle is dropped before `stop` ran.
             .kill_on_drop(true);
+        // Only the token this run generated may reach the agent, not one
+        // left in the user's environment.
+        command.env_remove(JOIN_TOKEN_ENV);
         if let Some((key, value)) = env {
             command.env(key, value);
         }

@@ -136,39 +136,48 @@ mod tests {
 
     #[test]
     fn entry_spec_rejections_name_the_flag() {
-        let cases: [(fn(&mut EntrySpec), &str); 7] = [
-            (|s| s.spiffe_id = "web".to_owned(), "--spiffe-id \"web\""),
+        type Change = fn(&mut EntrySpec);
+        // Each case: the change, then the field and the value the error names.
+        let cases: [(Change, &str, &str); 7] = [
+            (|s| s.spiffe_id = "web".to_owned(), "--spiffe-id", "\"web\""),
             (
                 |s| s.parent_id = "spiffe://".to_owned(),
-                "--parent-id \"spiffe://\"",
+                "--parent-id",
+                "\"spiffe://\"",
             ),
-            (|s| s.selectors.clear(), "at least one selector"),
+            (
+                |s| s.selectors.clear(),
+                "at least one selector",
+                "unix:uid:1000",
+            ),
             (
                 |s| s.selectors = vec!["unix".to_owned()],
-                "invalid selector \"unix\"",
+                "selector",
+                "\"unix\"",
             ),
             (
                 |s| s.x509_svid_ttl = Some("1x".to_owned()),
-                "--x509-svid-ttl \"1x\"",
+                "--x509-svid-ttl",
+                "\"1x\"",
             ),
             (
                 |s| s.federates_with = vec!["a b".to_owned()],
-                "--federates-with \"a b\"",
+                "--federates-with",
+                "\"a b\"",
             ),
             (
                 |s| s.dns_names = vec!["bad name!".to_owned()],
-                "--dns-name \"bad name!\"",
+                "--dns-name",
+                "\"bad name!\"",
             ),
         ];
-        for (change, expected) in cases {
+        for (change, field, value) in cases {
             let mut spec = valid_spec();
             change(&mut spec);
-            let err = entry_from_spec(&spec, FLAG_NAMES).expect_err(expected);
+            let err = entry_from_spec(&spec, FLAG_NAMES).expect_err(field);
             let message = format!("{err:#}");
-            assert!(
-                message.contains(expected),
-                "expected {expected:?} in {message}"
-            );
+            assert!(message.contains(field), "expected {field:?} in {message}");
+            assert!(message.contains(value), "expected {value:?} in {message}");
         }
     }
 }
