@@ -231,7 +231,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         wait_until(
             f"an X.509-SVID for {WORKLOAD_ID}",
             lambda: WORKLOAD_ID in running.tessera(
-                "svid", "fetch", "--output", "json", check=False).stdout,
+                "svid", "fetch", "--output", "json", "--timeout", "1s", check=False).stdout,
             [server, agent],
         )
     except BaseException:

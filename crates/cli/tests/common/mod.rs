@@ -429,7 +429,17 @@ log_level = "info"
     pub fn wait_for_svid(&self, program: &Path, expected_id: &str) -> CmdOutput {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let output = self.run_program(program, &["svid", "fetch", "--output", "json"]);
+            // A short --timeout keeps each try brief, so the loop notices a
+            // daemon that died instead of waiting in the CLI's retries.
+            let args = ["svid", "fetch", "--output", "json", "--timeout", "1s"];
+            let output = self.run_program(program, &args);
+            for daemon in [&self.server, &self.agent].into_iter().flatten() {
+                assert!(
+                    daemon.is_alive(),
+                    "{} exited; see its log below",
+                    daemon.name()
+                );
+            }
             if output.status.success() && output.stdout.contains(expected_id) {
                 return output;
             }

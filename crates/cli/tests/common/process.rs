@@ -247,6 +247,17 @@ impl Daemon {
         self.child.id()
     }
 
+    /// Name given at spawn, for messages.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Returns whether the child still runs, without reaping it: an exited
+    /// child stays a zombie until waited for, and zombies count as exited.
+    pub fn is_alive(&self) -> bool {
+        self.exit.is_none() && process_alive(self.pid())
+    }
+
     /// Returns the exit status if the child has exited, without waiting.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
