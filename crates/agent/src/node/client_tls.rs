@@ -138,6 +138,11 @@ impl TlsIdentity {
                 identity: self.clone(),
             }));
         config.alpn_protocols = vec![b"h2".to_vec()];
+        // A resumed TLS 1.3 session keeps the client identity of the session
+        // it resumes: after attestation (no client certificate) or renewal,
+        // the server would see the old identity. Every connection therefore
+        // makes a full handshake with the current agent SVID.
+        config.resumption = rustls::client::Resumption::disabled();
         Ok(Arc::new(config))
     }
 }
