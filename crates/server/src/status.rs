@@ -38,11 +38,11 @@ pub(crate) fn item_status(status: &Status) -> types::Status {
 }
 
 /// Returns an error when `len` items exceed the per-request `max`.
-pub(crate) fn check_batch_size(what: &str, len: usize, max: usize) -> Result<(), Status> {
+pub(crate) fn check_batch_size(items: &str, len: usize, max: usize) -> Result<(), Status> {
     if len > max {
         return Err(rejected(
             Code::InvalidArgument,
-            format!("too many {what} in one request: {len}, the maximum is {max}"),
+            format!("too many {items} in one request: {len}, the maximum is {max}"),
         ));
     }
     Ok(())
@@ -63,16 +63,13 @@ pub(crate) fn store_status(action: &str, error: tessera_store::StoreError) -> St
     }
 }
 
-/// Maps a CA error to a status: a public key the CA cannot use is the
-/// caller's error, the rest become Internal.
+/// Maps a CA error to a status: an error in the request (such as a public
+/// key the CA cannot use) is InvalidArgument, the rest become Internal.
 pub(crate) fn ca_status(action: &str, error: tessera_ca::CaError) -> Status {
-    use tessera_ca::CaError as E;
-    match &error {
-        E::InvalidPublicKey { .. }
-        | E::UnsupportedPublicKey { .. }
-        | E::UnsupportedRsaKeySize { .. } => rejected(Code::InvalidArgument, error.to_string()),
-        _ => internal(action, crate::error_chain(&error)),
+    if error.is_invalid_request() {
+        return rejected(Code::InvalidArgument, error.to_string());
     }
+    internal(action, crate::error_chain(&error))
 }
 
 /// Runs `work` in its own task and waits for it. A client that disconnects
