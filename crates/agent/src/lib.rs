@@ -18,6 +18,8 @@ pub mod workload;
 
 #[cfg(test)]
 mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::future::Future;
 use std::sync::Arc;

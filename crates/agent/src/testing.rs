@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use tessera_registration::{EntryId, RegistrationEntry, Selector};
-use tessera_spiffe::rcgen::{CertificateParams, Issuer, KeyPair};
+use tessera_spiffe::rcgen::{CertificateParams, Issuer, KeyPair, SubjectPublicKeyInfo};
 use tessera_spiffe::rustls_pki_types::CertificateDer;
 use tessera_spiffe::x509::{ca_params, svid_params};
 use tessera_spiffe::{
@@ -115,6 +115,37 @@ impl TestCa {
         let issuer = Issuer::from_params(&self.params, &self.key);
         let leaf = params.signed_by(&leaf_key, &issuer).expect("signed leaf");
         vec![leaf.der().clone()]
+    }
+
+    /// Signs a leaf for `id` over a DER SubjectPublicKeyInfo, as a server
+    /// signs a key it only knows the public half of.
+    pub fn sign_public_key(
+        &self,
+        id: &SpiffeId,
+        public_key_der: &[u8],
+        not_before: SystemTime,
+        not_after: SystemTime,
+    ) -> Vec<CertificateDer<'static>> {
+        let params = svid_params(id, &[], not_before, not_after).expect("leaf params");
+        let public_key =
+            SubjectPublicKeyInfo::from_der(public_key_der).expect("SubjectPublicKeyInfo");
+        let issuer = Issuer::from_params(&self.params, &self.key);
+        let leaf = params.signed_by(&public_key, &issuer).expect("signed leaf");
+        vec![leaf.der().clone()]
+    }
+
+    /// Signs an X.509-SVID for `id` with a new key, valid for an hour.
+    pub fn x509_svid(&self, id: &SpiffeId) -> X509Svid {
+        let key = PrivateKey::generate(KeyAlgorithm::EcP256).expect("leaf key");
+        let now = SystemTime::now();
+        let chain = self.sign_leaf(
+            id,
+            &[],
+            &key,
+            now - Duration::from_secs(60),
+            now + Duration::from_secs(3600),
+        );
+        X509Svid::new(chain, key).expect("valid test SVID")
     }
 
     /// Signs a workload SVID for `entry`, as the SVID manager stores it.

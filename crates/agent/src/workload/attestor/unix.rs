@@ -9,7 +9,6 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use sha2::{Digest, Sha256};
 use tessera_registration::{Selector, SelectorSet};
 
 use crate::error::AgentError;
@@ -272,7 +271,7 @@ fn parse_name_table(text: &str) -> HashMap<u32, String> {
 }
 
 fn sha256_hex(reader: &mut impl Read) -> io::Result<String> {
-    let mut hasher = Sha256::new();
+    let mut hasher = aws_lc_rs::digest::Context::new(&aws_lc_rs::digest::SHA256);
     let mut buffer = vec![0u8; 64 * 1024];
     loop {
         let read = reader.read(&mut buffer)?;
@@ -281,7 +280,7 @@ fn sha256_hex(reader: &mut impl Read) -> io::Result<String> {
         }
         hasher.update(&buffer[..read]);
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hex::encode(hasher.finish()))
 }
 
 #[cfg(test)]
