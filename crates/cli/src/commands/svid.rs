@@ -19,6 +19,7 @@ use crate::output::{
     self, Fields, OutputFormat, certificates_pem, format_unix_time, private_key_pem,
     split_certificates,
 };
+use crate::parse;
 
 /// File mode of written certificates and bundles.
 const PUBLIC_FILE_MODE: u32 = 0o644;
@@ -97,11 +98,17 @@ impl SvidView {
             spiffe_id: svid.spiffe_id.clone(),
             hint: svid.hint.clone(),
             expires_at: certificate.validity().not_after.timestamp(),
-            serial: certificate.tbs_certificate.raw_serial_as_string(),
+            serial: hex_serial(certificate.tbs_certificate.raw_serial()),
             chain_length: chain.len(),
             files: Vec::new(),
         })
     }
+}
+
+/// Formats a certificate serial number as lowercase hex without
+/// separators, as `tessera agent list` shows serials.
+fn hex_serial(serial: &[u8]) -> String {
+    serial.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
 #[derive(Serialize)]
@@ -209,19 +216,14 @@ fn write_files(dir: &Path, response: &X509svidResponse, views: &mut [SvidView]) 
         )?);
     }
 
-    for (trust_domain, der) in &response.federated_bundles {
-        // Trust domain names contain only [a-z0-9._-], so they are safe in a
-        // file name; a name outside that set is not used as one.
-        if !trust_domain
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            || trust_domain.starts_with('.')
-        {
-            bail!("the agent sent a federated bundle for an invalid trust domain {trust_domain:?}");
-        }
+    for (key, der) in &response.federated_bundles {
+        // The map is keyed by the trust domain's SPIFFE ID. A parsed trust
+        // domain name contains only [a-z0-9._-], so it is safe in a file name.
+        let trust_domain = parse::trust_domain("federated trust domain", key)
+            .context("the agent sent a federated bundle under an invalid key")?;
         let pem = certificates_pem(der)
             .with_context(|| format!("invalid federated bundle for {trust_domain}"))?;
-        let name = format!("federated_bundle.{trust_domain}.pem");
+        let name = format!("federated_bundle.{}.pem", trust_domain.name());
         write_file(dir, &name, pem.as_bytes(), PUBLIC_FILE_MODE)?;
     }
     Ok(())
@@ -257,6 +259,11 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn hex_serial_is_lowercase_without_separators() {
+        assert_eq!(hex_serial(&[0x4c, 0xb9, 0x01]), "4cb901");
+    }
+
+    #[test]
     fn file_names_for_one_svid() {
         assert_eq!(file_names(0, 1), ["svid.pem", "svid.key", "bundle.pem"]);
     }
@@ -281,6 +288,43 @@ mod tests {
         assert_eq!(fs::read_to_string(&path).expect("read back"), "new");
         let mode = fs::metadata(&path).expect("metadata").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+    }
+
+    #[test]
+    fn write_files_writes_svid_key_and_bundles() {
+        let certified = tessera_spiffe::rcgen::generate_simple_self_signed(vec!["a.test".into()])
+            .expect("self-signed certificate");
+        let der = certified.cert.der().to_vec();
+        let response = X509svidResponse {
+            svids: vec![X509svid {
+                spiffe_id: "spiffe://example.org/web".to_owned(),
+                x509_svid: der.clone(),
+                x509_svid_key: certified.signing_key.serialize_der(),
+                bundle: der.clone(),
+                hint: String::new(),
+            }],
+            crl: Vec::new(),
+            federated_bundles: [("spiffe://other.org".to_owned(), der)].into(),
+        };
+        let mut views = response
+            .svids
+            .iter()
+            .map(SvidView::new)
+            .collect::<Result<Vec<_>>>()
+            .expect("valid SVIDs");
+        let dir = tempfile::tempdir().expect("temporary directory");
+
+        write_files(dir.path(), &response, &mut views).expect("files written");
+
+        let key = fs::read_to_string(dir.path().join("svid.key")).expect("key file");
+        assert!(key.starts_with("-----BEGIN PRIVATE KEY-----\n"), "{key}");
+        let key_mode = fs::metadata(dir.path().join("svid.key")).expect("metadata");
+        assert_eq!(key_mode.permissions().mode() & 0o777, 0o600);
+        let chain = fs::read_to_string(dir.path().join("svid.pem")).expect("chain file");
+        assert_eq!(chain.matches("BEGIN CERTIFICATE").count(), 1);
+        assert!(dir.path().join("bundle.pem").exists());
+        assert!(dir.path().join("federated_bundle.other.org.pem").exists());
+        assert_eq!(views[0].files.len(), 3);
     }
 
     #[test]
