@@ -100,6 +100,7 @@ impl SigningAuthority {
         let now = whole_seconds(now);
         let not_after = now
             .checked_add(ttl)
+            .map(whole_seconds)
             .ok_or(CaError::TimeOutOfRange { time: now, ttl })?;
         let lifetime = Lifetime {
             not_before: now.checked_sub(BACKDATE).unwrap_or(now),

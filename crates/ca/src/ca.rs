@@ -213,8 +213,9 @@ impl CertificateAuthority {
     ///
     /// # Errors
     ///
-    /// An ID outside the trust domain or without a path, a TTL under one second, an invalid
-    /// or unsupported public key, an invalid DNS name, or an expired active CA.
+    /// An ID outside the trust domain or without a path, a TTL under one second,
+    /// an invalid or unsupported public key, a non-ASCII DNS name, or an active
+    /// CA that is expired or not yet valid at `now`.
     pub fn sign_x509_svid(
         &self,
         id: &SpiffeId,
@@ -322,7 +323,7 @@ fn log_event(trust_domain: &TrustDomain, event: &RotationEvent, slots: &Slots) {
         pruned = ?event.pruned,
         active = %active.id,
         active_not_after = %rfc3339(active.lifetime.not_after),
-        bundle_sequence = slots.bundle_sequence,
+        bundle_sequence = slots.bundle_sequence(),
         next_rotation_at = %rfc3339(slots.next_rotation_at()),
         "CA authorities rotated"
     );

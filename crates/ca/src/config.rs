@@ -8,8 +8,8 @@ use tessera_spiffe::key::KeyAlgorithm;
 
 use crate::error::CaError;
 
-/// Shortest accepted CA lifetime. Rotation runs at fractions of it, so a
-/// shorter one would rotate faster than SVIDs can be renewed.
+/// Shortest accepted CA lifetime. Rotation steps come at 1/2 and 5/6 of it,
+/// and a shorter lifetime would leave peers seconds to fetch a new bundle.
 pub const MIN_CA_TTL: Duration = Duration::from_secs(60);
 
 /// Longest accepted CA lifetime (100 years), which keeps every certificate

@@ -159,7 +159,8 @@ pub enum CaError {
 
     /// A JWT-SVID was requested without an audience, or with an empty one.
     #[error(
-        "invalid audience {audience:?} for the JWT-SVID of {spiffe_id}; request at least one non-empty audience"
+        "invalid audience {audience:?} for the JWT-SVID of {spiffe_id}; \
+         request at least one non-empty audience"
     )]
     InvalidAudience {
         /// The requested SPIFFE ID.

@@ -51,7 +51,6 @@ pub(crate) struct Slots {
     pub prepared: Option<Arc<SigningAuthority>>,
     pub retired: Vec<PublishedAuthority>,
     pub bundle: TrustBundle,
-    pub bundle_sequence: u64,
 }
 
 impl Slots {
@@ -59,16 +58,17 @@ impl Slots {
     pub fn next_rotation_at(&self) -> SystemTime {
         let active = self.active.lifetime();
         let prepared = self.prepared.as_ref().map(|p| p.lifetime());
+        let next_step = schedule::next_step_at(&active, prepared.as_ref());
 
-        let mut next = schedule::next_step_at(&active, prepared.as_ref());
-        next = next.min(active.not_after);
-        if let Some(prepared) = prepared {
-            next = next.min(prepared.not_after);
-        }
-        for retired in &self.retired {
-            next = next.min(retired.lifetime.not_after);
-        }
-        next
+        self.retired
+            .iter()
+            .map(|r| r.lifetime.not_after)
+            .fold(next_step, SystemTime::min)
+    }
+
+    /// Returns the sequence number of the bundle, which grows with each change.
+    pub fn bundle_sequence(&self) -> u64 {
+        self.bundle.sequence_number().unwrap_or(0)
     }
 }
 
@@ -131,7 +131,7 @@ impl Draft {
             active: Arc::clone(&slots.active),
             prepared: slots.prepared.clone(),
             retired: slots.retired.clone(),
-            bundle_sequence: slots.bundle_sequence,
+            bundle_sequence: slots.bundle_sequence(),
             created: Vec::new(),
             event: RotationEvent::default(),
         }
@@ -273,6 +273,7 @@ impl Draft {
                 .collect(),
         };
 
+        self.retired.sort_by_key(|r| r.lifetime.not_before);
         let mut bundle = TrustBundle::new(trust_domain.clone());
         let published = self
             .retired
@@ -289,7 +290,6 @@ impl Draft {
             prepared: self.prepared,
             retired: self.retired,
             bundle,
-            bundle_sequence: self.bundle_sequence,
         };
         Ok(Finished {
             slots,

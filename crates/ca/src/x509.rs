@@ -68,7 +68,7 @@ pub(crate) fn signing_key(key: &PrivateKey) -> Result<CaSigningKey, CaError> {
 /// Creates the self-signed CA certificate of an authority and its issuer.
 ///
 /// The subject carries the authority id as serialNumber, so successive CAs of
-/// a trust domain have distinct names and chain builders never confuse them.
+/// a trust domain have distinct names that chain builders can tell apart.
 pub(crate) fn create_ca(
     trust_domain: &TrustDomain,
     authority_id: &str,

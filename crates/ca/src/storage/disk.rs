@@ -1,7 +1,11 @@
 //! Storage in a key directory: private keys as PKCS#8 PEM files created with
 //! mode 0600, certificates and JWT public keys as PEM, and `state.json`
 //! naming the authority of each slot. Every file is replaced atomically
-//! (temporary file, fsync, rename, fsync of the directory).
+//! (temporary file, fsync, rename, fsync of the directory). Files named like
+//! authority files that the state does not name are removed.
+//!
+//! NOTE: nothing locks the directory, so two servers configured with the same
+//! key directory would overwrite each other's state.
 
 use std::collections::BTreeSet;
 use std::fs::{self, DirBuilder, File, OpenOptions};
@@ -145,11 +149,7 @@ impl DiskStorage {
             self.sync_dir()?;
         }
 
-        let json = serde_json::to_vec_pretty(state).map_err(|e| CaError::Io {
-            action: "encode",
-            path: self.dir.join(STATE_FILE),
-            source: io::Error::other(e),
-        })?;
+        let json = encode_state(state);
         self.write_file(STATE_FILE, &json, PUBLIC_MODE)?;
         self.sync_dir()?;
 
@@ -318,7 +318,8 @@ impl DiskStorage {
         let entries = match fs::read_dir(&self.dir) {
             Ok(entries) => entries,
             Err(error) => {
-                tracing::warn!(dir = %self.dir.display(), %error, "failed to list the key directory");
+                let dir = self.dir.display();
+                tracing::warn!(%dir, %error, "failed to list the key directory");
                 return;
             }
         };
@@ -358,11 +359,23 @@ impl DiskStorage {
     }
 }
 
+#[expect(
+    clippy::expect_used,
+    reason = "the state has only strings, integers and lists, which JSON always encodes"
+)]
+fn encode_state(state: &StateFile) -> Vec<u8> {
+    serde_json::to_vec_pretty(state).expect("the state file encodes as JSON")
+}
+
 fn warn_if_readable_by_others(path: &Path) {
     if let Ok(metadata) = fs::metadata(path) {
         let mode = metadata.mode() & 0o777;
         if mode & 0o077 != 0 {
-            tracing::warn!(path = %path.display(), mode = format!("{mode:o}"), "private key file is accessible to group or others; run chmod 600");
+            tracing::warn!(
+                path = %path.display(),
+                mode = format!("{mode:o}"),
+                "private key file is accessible to group or others; run chmod 600"
+            );
         }
     }
 }

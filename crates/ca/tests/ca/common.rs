@@ -8,7 +8,7 @@ use tessera_spiffe::key::{KeyAlgorithm, PrivateKey};
 
 pub const HOUR: Duration = Duration::from_secs(3600);
 
-/// A fixed start time (2027-01-15), so tests do not depend on the clock.
+/// Returns a fixed start time (2027-01-15), so tests do not depend on the clock.
 pub fn start() -> SystemTime {
     SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000)
 }
