@@ -205,7 +205,7 @@ fn selector_matching(c: &mut Criterion) {
     // What a Kubernetes workload attestor reports about one pod.
     let workload: SelectorSet = [
         "k8s:ns:ns-42",
-        "k8s:sa:sa-4242",
+        "k8s:sa:sa-42",
         "k8s:pod-name:payments-7d4f9",
         "k8s:node-name:node-3",
         "unix:uid:1000",
