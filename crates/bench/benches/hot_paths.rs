@@ -1,8 +1,9 @@
 //! Tessera's hot paths, each to be read beside the raw limit it is built
-//! on (the `raw_limits` bench of the same `cargo bench` run): SPIFFE ID
-//! parsing, X.509-SVID signing by the CA from a public key and from a CSR,
-//! X.509-SVID validation, JWT-SVID minting and validation, bundle
-//! serialization, and selector matching over a large entry set.
+//! on, which the `raw_limits` bench of the same `cargo bench` run measures.
+//! The paths: SPIFFE ID parsing, X.509-SVID signing by the CA from a public
+//! key and from a CSR, X.509-SVID validation, JWT-SVID minting and
+//! validation, bundle serialization, and selector matching over a large
+//! entry set.
 
 // Criterion's macros generate undocumented public functions, and a bench
 // that cannot set up has nothing to measure, so it stops with a message.

@@ -1,5 +1,5 @@
-//! Raw limits of the machine that Tessera's hot paths are compared with:
-//! bare aws-lc-rs ECDSA P-256 signing (one and two threads) and
+//! Raw limits of the machine that Tessera's hot paths are compared with.
+//! They are bare aws-lc-rs ECDSA P-256 signing (one and two threads) and
 //! verification, and a bare tonic unary call over a Unix socket with a
 //! 1 KiB reply (one caller, and 64 callers on 64 connections).
 

@@ -1,8 +1,8 @@
 //! `tessera-bench`: the load generator. Each mode starts a Tessera server
 //! (and agent) from the `tessera` binary in a temporary directory, or
-//! attaches to running ones, drives them over their real protocols,
-//! prints progress to stderr and ends with one JSON object of figures as
-//! the last line of stdout.
+//! attaches to running ones, and drives them over their real protocols.
+//! It prints progress to stderr and ends with one JSON object of figures
+//! as the last line of stdout.
 
 #![cfg_attr(test, allow(clippy::expect_used))]
 

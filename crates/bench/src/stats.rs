@@ -32,7 +32,7 @@ impl Latencies {
         self.samples.len()
     }
 
-    /// Whether the set has no sample.
+    /// Returns whether the set has no sample.
     pub fn is_empty(&self) -> bool {
         self.samples.is_empty()
     }
@@ -75,7 +75,8 @@ pub struct Summary {
 }
 
 impl Summary {
-    /// The summary as a JSON object with every value in microseconds.
+    /// Converts the summary to a JSON object with every value in
+    /// microseconds.
     pub fn to_json_micros(&self) -> serde_json::Value {
         serde_json::json!({
             "count": self.count,
@@ -88,7 +89,7 @@ impl Summary {
     }
 }
 
-/// A duration in microseconds, with fractions.
+/// Converts a duration to microseconds, with fractions.
 pub fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }

@@ -8,7 +8,7 @@ use tokio::net::UnixStream;
 use tonic::transport::{Channel, Endpoint};
 
 /// Connects a gRPC channel to the server listening on the Unix socket at
-/// `path`. The channel holds one HTTP/2 connection.
+/// `path`. The channel uses one HTTP/2 connection.
 ///
 /// # Errors
 ///

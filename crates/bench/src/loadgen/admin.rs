@@ -113,7 +113,7 @@ impl Admin {
     }
 }
 
-/// An entry to create: `spiffe_id` under `parent_id`, granted to workloads
+/// Builds an entry to create: `spiffe_id` under `parent_id`, granted to workloads
 /// with all of `selectors` (each `type:value`).
 pub fn entry(spiffe_id: &str, parent_id: &str, selectors: &[String]) -> Entry {
     Entry {
@@ -133,7 +133,7 @@ pub fn entry(spiffe_id: &str, parent_id: &str, selectors: &[String]) -> Entry {
     }
 }
 
-/// The selector that the agent's Unix attestor gives this process.
+/// Returns the selector that the agent's Unix attestor gives this process.
 pub fn own_uid_selector() -> Result<String> {
     use std::os::unix::fs::MetadataExt;
     let uid = std::fs::metadata("/proc/self")
@@ -143,7 +143,7 @@ pub fn own_uid_selector() -> Result<String> {
 }
 
 /// A selector no process on this machine has, for entries that the agent
-/// holds but that match none of the bench's workloads.
+/// stores but that match none of the bench's workloads.
 pub fn unmatched_selector(index: usize) -> String {
     format!("unix:uid:{}", 3_000_000_000u64 + index as u64)
 }

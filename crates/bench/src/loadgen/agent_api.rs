@@ -35,7 +35,8 @@ pub struct ServerTarget {
 }
 
 impl ServerTarget {
-    /// A target at `address` whose certificate chains to `bundle_pem`.
+    /// Creates a target at `address` whose certificate chains to
+    /// `bundle_pem`.
     pub fn new(address: SocketAddr, trust_domain: &TrustDomain, bundle_pem: &str) -> Result<Self> {
         let bundle = TrustBundle::from_pem(trust_domain, bundle_pem)
             .context("parsing the server's trust bundle")?;
@@ -187,7 +188,7 @@ impl SimulatedAgent {
     }
 }
 
-/// What a simulated agent received up to the end of its first snapshot.
+/// Contents of a simulated agent's first snapshot.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Snapshot {
     /// Entries in the snapshot.

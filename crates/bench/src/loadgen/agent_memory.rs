@@ -1,7 +1,7 @@
 //! The `agent-memory` mode: the agent's resident memory with W workloads'
 //! entries and S open FetchX509SVID streams. One entry matches the load
 //! generator's own user; the others name users that do not exist, so the
-//! agent holds them but each stream carries one SVID.
+//! agent stores them but each stream carries one SVID.
 
 use std::time::Duration;
 
@@ -51,7 +51,7 @@ pub async fn run(args: &AgentMemoryArgs, cluster: &mut Cluster) -> Result<Value>
         .map(|i| entry(&format!("{base}/{i}"), &agent_id, &[unmatched_selector(i)]))
         .collect();
     // The agent applies changes in order, so once this last entry's SVID
-    // reaches a stream the agent holds every entry.
+    // reaches a stream the agent has every entry.
     entries.push(entry(
         &format!("{base}/0"),
         &agent_id,

@@ -25,7 +25,8 @@ const STATEMENT_LOG_TARGET: &str = "sqlx::query";
 /// Pause between two readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Where the server and agent come from.
+/// Location of the server and agent under test: a binary to start, or
+/// running processes to attach to.
 #[derive(Debug, Clone, Args)]
 pub struct TargetArgs {
     /// The `tessera` binary that the run starts as server and agent.
@@ -71,7 +72,7 @@ pub struct TargetArgs {
     #[arg(long)]
     pub keep_dir: bool,
 
-    /// Longest wait for a started server or agent to become ready.
+    /// Maximum wait for a started server or agent to become ready.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = humantime::parse_duration)]
     pub start_timeout: Duration,
 }

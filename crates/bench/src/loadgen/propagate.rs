@@ -36,7 +36,7 @@ pub struct PropagateArgs {
     #[arg(long, default_value_t = 0)]
     pub simulated_agents: usize,
 
-    /// Longest wait for one change to reach every watcher.
+    /// Maximum wait for one change to reach every watcher.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
 

@@ -1,4 +1,4 @@
-//! Workloads watching FetchX509SVID: each holds a stream on its own
+//! Workloads watching FetchX509SVID: each keeps a stream open on its own
 //! connection and reports the SPIFFE IDs of every message it receives,
 //! stamped with the time of receipt.
 

@@ -1,8 +1,8 @@
 //! The `workload` mode: concurrent Workload API clients against a real
 //! agent (FetchX509SVID first message, FetchJWTSVID for a cached audience,
-//! ValidateJWTSVID), each operation followed by the bare tonic baseline
-//! with the same response size and the same number of clients, served by
-//! a separate process over a Unix socket as the agent is.
+//! ValidateJWTSVID). Each operation is followed by the bare tonic baseline
+//! with the same response size and the same number of clients. A separate
+//! process serves the baseline over a Unix socket, as the agent does.
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -24,7 +24,7 @@ use super::cluster::{Cluster, TargetArgs};
 use super::workload_api::{self, WorkloadClient};
 use super::{ratio, watch};
 
-/// Audience of the JWT-SVIDs the mode asks for.
+/// Audience of the JWT-SVIDs that the mode requests.
 const AUDIENCE: &str = "tessera-bench";
 
 /// A Workload API operation that the mode measures.
