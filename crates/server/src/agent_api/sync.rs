@@ -117,7 +117,9 @@ impl SyncStream {
                 }
                 () = sender.closed() => return Ended::Disconnected,
                 () = svid_expiry => {
-                    return Ended::Closed(Status::unauthenticated(
+                    // Unavailable, not Unauthenticated: the agent is still
+                    // trusted and only has to reconnect with its renewed SVID.
+                    return Ended::Closed(Status::unavailable(
                         "the agent SVID of this stream expired; reconnect with the renewed SVID",
                     ));
                 }

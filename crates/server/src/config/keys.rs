@@ -230,11 +230,18 @@ pub(super) fn resolve_duration(
     let Some(value) = value else {
         return Some(default);
     };
+    const YEAR_SECONDS: u64 = 365 * 24 * 60 * 60;
     let (min, max) = if key == "ca.ttl" {
         (MIN_CA_TTL, MAX_CA_TTL)
     } else {
         (Duration::from_secs(1), MAX_SVID_TTL)
     };
+    let range = format!(
+        "from {}s to {}s (about {} years)",
+        min.as_secs(),
+        max.as_secs(),
+        max.as_secs() / YEAR_SECONDS
+    );
     match humantime::parse_duration(value) {
         Ok(d) if d.subsec_nanos() != 0 => {
             invalid(
@@ -246,12 +253,7 @@ pub(super) fn resolve_duration(
             None
         }
         Ok(d) if d < min || d > max => {
-            let expected = format!(
-                "a duration from {} to {}",
-                humantime::format_duration(min),
-                humantime::format_duration(max)
-            );
-            invalid(errors, key, Some(value), &expected);
+            invalid(errors, key, Some(value), &format!("a duration {range}"));
             None
         }
         Ok(d) => Some(d),
