@@ -52,8 +52,10 @@ async fn open_x509_stream(cluster: &Cluster) -> Streaming<X509svidResponse> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn x509_svid_renews_on_open_stream() {
+    // The CA backdates notBefore by 10 s, so a 20 s SVID spans 30 s and is
+    // renewed about 5 s after it was issued.
     let options = Options {
-        x509_ttl: "4s".into(),
+        x509_ttl: "20s".into(),
         ..Options::default()
     };
     let cluster = Cluster::start_with(options);
@@ -67,12 +69,11 @@ async fn x509_svid_renews_on_open_stream() {
     let first_serial = common::serial_hex(&first_leaf);
     let lifetime = common::not_after(&first_leaf) - now_unix();
     assert!(
-        lifetime <= 5,
-        "x509_ttl = 4s was not applied: {lifetime} s left"
+        lifetime <= 20,
+        "x509_ttl = 20s was not applied: {lifetime} s left"
     );
 
-    // Renewal is due at half the 4 s lifetime; allow for a slow machine.
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(25);
     let renewed = loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let message = next_message(&mut stream, left, "a renewed SVID").await;
@@ -89,12 +90,79 @@ async fn x509_svid_renews_on_open_stream() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_lived_svids_renew_before_expiry() {
+    // A 4 s lifetime is shorter than the CA's 10 s backdating; the server
+    // accepts it, so a watching workload must still never hold an expired
+    // SVID.
+    let options = Options {
+        x509_ttl: "4s".into(),
+        ..Options::default()
+    };
+    let cluster = Cluster::start_with(options);
+    let id = spiffe_id("/workload/short-lived");
+    cluster.create_entry(&id, &[&uid_selector()]);
+    cluster.wait_for_svid(&common::tessera_bin(), &id);
+
+    let mut stream = open_x509_stream(&cluster).await;
+    let first = next_message(&mut stream, Duration::from_secs(10), "the first SVID").await;
+    let mut held_until = common::not_after(&first.svids[0].x509_svid);
+    let mut renewals = 0;
+
+    let window_end = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < window_end {
+        // The next SVID must arrive before the one held expires.
+        let left = u64::try_from(held_until - now_unix()).unwrap_or(0);
+        let message = next_message(
+            &mut stream,
+            Duration::from_secs(left + 1),
+            "an SVID renewed before the held one expired",
+        )
+        .await;
+        let arrived = now_unix();
+        assert!(
+            arrived <= held_until,
+            "the workload held an SVID that expired at {held_until} until {arrived}"
+        );
+        let leaf = &message.svids[0].x509_svid;
+        held_until = common::not_after(leaf);
+        renewals += 1;
+    }
+    assert!(renewals >= 2, "{renewals} renewals in 10 s of 4 s SVIDs");
+    assert!(
+        renewals <= 10,
+        "{renewals} renewals in 10 s: renewal runs in a loop"
+    );
+}
+
+#[test]
+fn agent_outlives_its_first_svid() {
+    let options = Options {
+        x509_ttl: "15s".into(),
+        ..Options::default()
+    };
+    let mut cluster = Cluster::start_with(options);
+    let id = spiffe_id("/workload/long-running");
+    cluster.create_entry(&id, &[&uid_selector()]);
+    cluster.wait_for_svid(&common::tessera_bin(), &id);
+
+    // The agent's first SVID expires 15 s after attestation; wait past it.
+    std::thread::sleep(Duration::from_secs(18));
+    cluster.agent().assert_running();
+
+    let id_2 = spiffe_id("/workload/added-after-renewal");
+    cluster.create_entry(&id_2, &[&uid_selector()]);
+    cluster.wait_for_svid(&common::tessera_bin(), &id_2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ca_rotation_old_bundle_validates_new_svid() {
     // The successor CA is prepared at half the CA lifetime and activated at
-    // five sixths: 9 s and 15 s after the server starts.
+    // five sixths: 30 s and 50 s after the server starts. One minute is the
+    // shortest CA lifetime the server accepts.
     let options = Options {
-        ca_ttl: "18s".into(),
-        x509_ttl: "4s".into(),
+        ca_ttl: "1m".into(),
+        x509_ttl: "20s".into(),
+        jwt_ttl: "30s".into(),
         ..Options::default()
     };
     let cluster = Cluster::start_with(options);
