@@ -4,7 +4,7 @@
 //! `tokio::sync::watch` channel, which wakes Workload API streams and the
 //! SVID manager.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, PoisonError, RwLock};
 use std::time::SystemTime;
 
@@ -45,6 +45,7 @@ pub struct CacheState {
     bundle: Option<Arc<TrustBundle>>,
     federated_bundles: BTreeMap<TrustDomain, Arc<TrustBundle>>,
     svids: HashMap<EntryId, Arc<WorkloadSvid>>,
+    signing_failed: HashSet<EntryId>,
 }
 
 impl CacheState {
@@ -76,6 +77,12 @@ impl CacheState {
     /// Returns the X.509-SVID signed for an entry, if any.
     pub fn svid(&self, entry_id: &EntryId) -> Option<&Arc<WorkloadSvid>> {
         self.svids.get(entry_id)
+    }
+
+    /// Returns whether the last attempt to sign an SVID for the entry failed,
+    /// so callers need not wait for it.
+    pub fn signing_failed(&self, entry_id: &EntryId) -> bool {
+        self.signing_failed.contains(entry_id)
     }
 
     /// Returns the entries that grant identities to a workload with
@@ -181,6 +188,8 @@ impl Cache {
             }
         }
         for entry in update.upserted {
+            // The new version of the entry has not been tried yet.
+            state.signing_failed.remove(&entry.id);
             state.entries.insert(entry.id.clone(), entry);
         }
         for bundle in update.federated_upserted {
@@ -210,6 +219,7 @@ impl Cache {
                 .get(id)
                 .is_some_and(|entry| entry.spiffe_id == svid.params.spiffe_id)
         });
+        state.signing_failed.retain(|id| entries.contains_key(id));
         state.revision = update.revision;
         state.synced = true;
     }
@@ -227,6 +237,7 @@ impl Cache {
                     .get(&id)
                     .is_some_and(|entry| entry.spiffe_id == svid.params.spiffe_id);
                 if current {
+                    state.signing_failed.remove(&id);
                     state.svids.insert(id, Arc::new(svid));
                     stored += 1;
                 }
@@ -236,6 +247,23 @@ impl Cache {
             self.bump();
         }
         stored
+    }
+
+    /// Records that signing failed for these entries, then wakes
+    /// subscribers, so Workload API calls stop waiting for their SVIDs.
+    pub fn mark_signing_failed(&self, entry_ids: impl IntoIterator<Item = EntryId>) {
+        let mut changed = false;
+        {
+            let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
+            for id in entry_ids {
+                if state.entries.contains_key(&id) {
+                    changed |= state.signing_failed.insert(id);
+                }
+            }
+        }
+        if changed {
+            self.bump();
+        }
     }
 
     fn bump(&self) {
@@ -412,6 +440,37 @@ mod tests {
             cache.store_svids(vec![(entry.id.clone(), ca.workload_svid(&entry))]),
             0
         );
+    }
+
+    #[test]
+    fn signing_failures_clear_on_success_or_change() {
+        let cache = Cache::new(td(), None);
+        let ca = testing::TestCa::new(&td());
+        let a = testing::entry("/a", &["unix:uid:1"]);
+        let b = testing::entry("/b", &["unix:uid:2"]);
+        cache.apply(EntryUpdate {
+            snapshot: true,
+            revision: 1,
+            upserted: vec![a.clone(), b.clone()],
+            ..EntryUpdate::default()
+        });
+
+        cache.mark_signing_failed([a.id.clone(), b.id.clone()]);
+        cache.read(|state| {
+            assert!(state.signing_failed(&a.id));
+            assert!(state.signing_failed(&b.id));
+        });
+
+        cache.store_svids(vec![(a.id.clone(), ca.workload_svid(&a))]);
+        cache.apply(EntryUpdate {
+            revision: 2,
+            upserted: vec![b.clone()],
+            ..EntryUpdate::default()
+        });
+        cache.read(|state| {
+            assert!(!state.signing_failed(&a.id));
+            assert!(!state.signing_failed(&b.id));
+        });
     }
 
     #[test]

@@ -293,9 +293,10 @@ impl<S: SvidSigner> X509SvidManager<S> {
         }
     }
 
-    /// Counts a failure for `entry` and sets when it is tried again;
-    /// returns the number of failures in a row.
+    /// Counts a failure for `entry`, sets when it is tried again and marks
+    /// it failed in the cache; returns the number of failures in a row.
     fn record_failure(&mut self, entry: &RegistrationEntry, now: SystemTime) -> u32 {
+        self.cache.mark_signing_failed([entry.id.clone()]);
         let retry = self.retry;
         let failure = self
             .failures
@@ -352,4 +353,277 @@ fn accept_result(
         not_after,
         renew_at,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::sync::Mutex;
+
+    use tessera_proto::types;
+    use tessera_spiffe::TrustDomain;
+
+    use super::*;
+    use crate::cache::EntryUpdate;
+    use crate::testing::{self, TestCa};
+
+    /// Signs with the test CA; rejects listed entries and records batch sizes.
+    struct FakeSigner {
+        ca: TestCa,
+        cache: Arc<Cache>,
+        batch_sizes: Mutex<Vec<usize>>,
+        rejected: Mutex<HashSet<String>>,
+        final_error: bool,
+    }
+
+    impl SvidSigner for FakeSigner {
+        fn batch_new_x509_svid(
+            &self,
+            params: Vec<NewX509SvidParams>,
+        ) -> BoxFuture<'_, Result<Vec<NewX509SvidResult>, Status>> {
+            self.batch_sizes.lock().expect("lock").push(params.len());
+            let result = if self.final_error {
+                Err(Status::permission_denied("agent is banned"))
+            } else {
+                Ok(params.iter().map(|p| self.sign_one(p)).collect())
+            };
+            Box::pin(async move { result })
+        }
+    }
+
+    impl FakeSigner {
+        fn new(cache: Arc<Cache>) -> Self {
+            Self {
+                ca: TestCa::new(cache.trust_domain()),
+                cache,
+                batch_sizes: Mutex::new(Vec::new()),
+                rejected: Mutex::new(HashSet::new()),
+                final_error: false,
+            }
+        }
+
+        fn sign_one(&self, params: &NewX509SvidParams) -> NewX509SvidResult {
+            let entry = self.cache.read(|state| {
+                state
+                    .entries()
+                    .values()
+                    .find(|e| e.id.as_str() == params.entry_id)
+                    .cloned()
+            });
+            let rejected = self
+                .rejected
+                .lock()
+                .expect("lock")
+                .contains(&params.entry_id);
+            let Some(entry) = entry.filter(|_| !rejected) else {
+                return NewX509SvidResult {
+                    status: Some(types::Status {
+                        code: tonic::Code::NotFound as i32,
+                        message: "no such entry".into(),
+                    }),
+                    svid: None,
+                };
+            };
+            let now = SystemTime::now();
+            let chain = self.ca.sign_public_key(
+                &entry.spiffe_id,
+                &params.public_key,
+                now - Duration::from_secs(1),
+                now + Duration::from_secs(3600),
+            );
+            NewX509SvidResult {
+                status: None,
+                svid: Some(types::X509Svid {
+                    spiffe_id: entry.spiffe_id.to_string(),
+                    cert_chain: chain.iter().map(|c| c.to_vec()).collect(),
+                    expires_at: 0,
+                }),
+            }
+        }
+    }
+
+    fn fast_retry() -> RetryPolicy {
+        RetryPolicy {
+            initial_delay: Duration::from_millis(20),
+            max_delay: Duration::from_millis(50),
+        }
+    }
+
+    fn cache_with(entries: Vec<RegistrationEntry>) -> Arc<Cache> {
+        let td = TrustDomain::new("example.org").expect("td");
+        let cache = Arc::new(Cache::new(td, None));
+        cache.apply(EntryUpdate {
+            snapshot: true,
+            revision: 1,
+            upserted: entries,
+            ..EntryUpdate::default()
+        });
+        cache
+    }
+
+    async fn wait_for(what: &str, mut condition: impl FnMut() -> bool) {
+        for _ in 0..400 {
+            if condition() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("timed out waiting for {what}");
+    }
+
+    fn due_paths(plan: &SigningPlan) -> Vec<String> {
+        let mut paths: Vec<String> = plan
+            .due
+            .iter()
+            .map(|e| e.spiffe_id.path().to_owned())
+            .collect();
+        paths.sort();
+        paths
+    }
+
+    #[test]
+    fn plan_signing_selects_due_entries() {
+        let unsigned = testing::entry("/unsigned", &["unix:uid:1"]);
+        let fresh = testing::entry("/fresh", &["unix:uid:2"]);
+        let changed = testing::entry("/changed", &["unix:uid:3"]);
+        let stale = testing::entry("/stale", &["unix:uid:4"]);
+        let backing_off = testing::entry("/backing-off", &["unix:uid:5"]);
+        let mut expired = testing::entry("/expired", &["unix:uid:6"]);
+        expired.expires_at = Some(1);
+        let cache = cache_with(vec![
+            unsigned.clone(),
+            fresh.clone(),
+            changed.clone(),
+            stale.clone(),
+            backing_off.clone(),
+            expired,
+        ]);
+
+        let ca = TestCa::new(cache.trust_domain());
+        let fresh_svid = ca.workload_svid(&fresh);
+        let fresh_renewal = fresh_svid.renew_at;
+        let mut stale_svid = ca.workload_svid(&stale);
+        stale_svid.renew_at = SystemTime::now() - Duration::from_secs(1);
+        cache.store_svids(vec![
+            (fresh.id.clone(), fresh_svid),
+            (changed.id.clone(), ca.workload_svid(&changed)),
+            (stale.id.clone(), stale_svid),
+        ]);
+        let mut renamed_dns = changed.clone();
+        renamed_dns.dns_names = vec!["web.example.org".into()];
+        cache.apply(EntryUpdate {
+            revision: 2,
+            upserted: vec![renamed_dns],
+            ..EntryUpdate::default()
+        });
+
+        let now = SystemTime::now();
+        let retry_until = now + Duration::from_secs(30);
+        let retry_at = HashMap::from([(backing_off.id.clone(), retry_until)]);
+        let plan = cache.read(|state| plan_signing(state, &retry_at, now));
+
+        assert_eq!(due_paths(&plan), vec!["/changed", "/stale", "/unsigned"]);
+        assert_eq!(plan.wake_at, Some(fresh_renewal.min(retry_until)));
+    }
+
+    #[test]
+    fn svid_params_match_entry_fields() {
+        let entry = testing::entry("/web", &["unix:uid:1"]);
+        let params = SvidParams::of(&entry);
+        assert!(params.matches(&entry));
+
+        let mut ttl = entry.clone();
+        ttl.x509_svid_ttl = Some(Duration::from_secs(60));
+        assert!(!params.matches(&ttl));
+        let mut dns = entry.clone();
+        dns.dns_names = vec!["web.example.org".into()];
+        assert!(!params.matches(&dns));
+        let mut id = entry.clone();
+        id.spiffe_id = testing::spiffe_id("/other");
+        assert!(!params.matches(&id));
+        let mut hint = entry;
+        hint.hint = "internal".into();
+        assert!(params.matches(&hint));
+    }
+
+    #[tokio::test]
+    async fn manager_signs_in_batches() {
+        let entries: Vec<_> = (0..1_001)
+            .map(|i| testing::entry(&format!("/w{i}"), &["unix:uid:1"]))
+            .collect();
+        let cache = cache_with(entries);
+        let signer = Arc::new(FakeSigner::new(cache.clone()));
+        let manager = X509SvidManager::new(cache.clone(), signer.clone(), fast_retry());
+        let task = tokio::spawn(manager.run());
+
+        wait_for("every SVID", || {
+            cache.read(|s| s.entries().keys().all(|id| s.svid(id).is_some()))
+        })
+        .await;
+        task.abort();
+        assert_eq!(*signer.batch_sizes.lock().expect("lock"), vec![500, 500, 1]);
+    }
+
+    #[tokio::test]
+    async fn manager_resigns_changed_entry_and_retries_failures() {
+        let web = testing::entry("/web", &["unix:uid:1"]);
+        let db = testing::entry("/db", &["unix:uid:2"]);
+        let cache = cache_with(vec![web.clone(), db.clone()]);
+        let signer = Arc::new(FakeSigner::new(cache.clone()));
+        signer
+            .rejected
+            .lock()
+            .expect("lock")
+            .insert(db.id.to_string());
+        let manager = X509SvidManager::new(cache.clone(), signer.clone(), fast_retry());
+        let task = tokio::spawn(manager.run());
+
+        wait_for("the web SVID and the db failure", || {
+            cache.read(|s| s.svid(&web.id).is_some() && s.signing_failed(&db.id))
+        })
+        .await;
+
+        // The server accepts db again: the retry signs it.
+        signer.rejected.lock().expect("lock").clear();
+        wait_for("the db SVID", || cache.read(|s| s.svid(&db.id).is_some())).await;
+
+        // New DNS names: the web SVID is signed again with them.
+        let mut renamed = web.clone();
+        renamed.dns_names = vec!["web.example.org".into()];
+        cache.apply(EntryUpdate {
+            revision: 2,
+            upserted: vec![renamed],
+            ..EntryUpdate::default()
+        });
+        wait_for("the re-signed web SVID", || {
+            cache.read(|s| {
+                s.svid(&web.id)
+                    .is_some_and(|svid| svid.params.dns_names == ["web.example.org"])
+            })
+        })
+        .await;
+        task.abort();
+    }
+
+    #[tokio::test]
+    async fn manager_stops_on_final_code() {
+        let cache = cache_with(vec![testing::entry("/web", &["unix:uid:1"])]);
+        let mut signer = FakeSigner::new(cache.clone());
+        signer.final_error = true;
+        let manager = X509SvidManager::new(cache, Arc::new(signer), fast_retry());
+
+        let result = tokio::time::timeout(Duration::from_secs(5), manager.run())
+            .await
+            .expect("manager stops");
+        assert!(
+            matches!(
+                result,
+                Err(AgentError::Server {
+                    code: tonic::Code::PermissionDenied,
+                    ..
+                })
+            ),
+            "{result:?}"
+        );
+    }
 }

@@ -120,15 +120,16 @@ impl WorkloadApi {
     }
 
     /// Waits until the cache is synced and every entry matching the caller
-    /// has a usable SVID.
+    /// has a usable SVID or failed to get one.
     async fn wait_for_svids(&self, selectors: &SelectorSet) {
         self.wait_until(|state| {
             let now = SystemTime::now();
             state.is_synced()
                 && state.matching_entries(selectors, now).iter().all(|entry| {
-                    state.svid(&entry.id).is_some_and(|svid| {
+                    let usable = state.svid(&entry.id).is_some_and(|svid| {
                         svid.not_after > now && svid.params.spiffe_id == entry.spiffe_id
-                    })
+                    });
+                    usable || state.signing_failed(&entry.id)
                 })
         })
         .await;
