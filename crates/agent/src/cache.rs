@@ -36,7 +36,7 @@ pub struct EntryUpdate {
     pub federated_removed: Vec<TrustDomain>,
 }
 
-/// What the cache holds at one moment. Read it through [`Cache::read`].
+/// The contents of the cache at one moment, read through [`Cache::read`].
 #[derive(Debug, Default)]
 pub struct CacheState {
     revision: u64,
@@ -69,7 +69,7 @@ impl CacheState {
         self.bundle.as_ref()
     }
 
-    /// Returns the foreign bundles the agent knows.
+    /// Returns the foreign bundles the agent received from the server.
     pub fn federated_bundles(&self) -> &BTreeMap<TrustDomain, Arc<TrustBundle>> {
         &self.federated_bundles
     }
@@ -155,7 +155,7 @@ impl Cache {
         read(&state)
     }
 
-    /// Returns a receiver that sees the generation counter change after
+    /// Returns a receiver of the generation counter, which changes after
     /// every change to the cache.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()

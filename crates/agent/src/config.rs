@@ -50,7 +50,7 @@ pub enum ConfigError {
 pub struct InvalidKey {
     /// The key, such as `trust_domain` or `retry.max_backoff`.
     pub key: &'static str,
-    /// What is wrong and how to fix it.
+    /// The problem and how to fix it.
     pub message: String,
 }
 

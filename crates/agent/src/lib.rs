@@ -1,7 +1,7 @@
-//! The Tessera agent: it attests its node to the server, keeps the
-//! registration entries and trust bundles the server streams to it, signs
-//! workload SVIDs ahead of time, and serves them on the SPIFFE Workload API
-//! to local processes identified by the kernel.
+//! The Tessera agent. It attests its node to the server and keeps the
+//! registration entries and trust bundles that the server streams to it. It
+//! signs workload SVIDs ahead of time and serves them on the SPIFFE Workload
+//! API to local processes, which it identifies from the kernel.
 
 #![cfg_attr(test, allow(clippy::expect_used))]
 
@@ -48,8 +48,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Runs the agent until `shutdown` completes or a task fails for good.
 ///
 /// The Workload API socket is bound first, so a misconfigured socket fails
-/// at once; callers that arrive before the first entry sync wait for it
-/// (bounded by `workload.svid_wait_timeout`).
+/// at once. Callers that arrive before the first entry sync wait for it, at
+/// most `workload.svid_wait_timeout`.
 ///
 /// # Errors
 ///

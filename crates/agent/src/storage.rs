@@ -27,9 +27,9 @@ const SECRET_FILE_MODE: u32 = 0o600;
 /// Mode of files holding public data.
 const PUBLIC_FILE_MODE: u32 = 0o644;
 
-/// Mode of the data directory: other users may pass through it to the
-/// default Workload API socket in `public/`, but not list it; the key file
-/// itself is 0600.
+/// Mode of the data directory. Other users may pass through it to reach the
+/// default Workload API socket in `public/`, but may not list it, and the key
+/// file itself is 0600.
 const DATA_DIR_MODE: u32 = 0o711;
 
 /// The agent's data directory.
@@ -174,9 +174,9 @@ fn read_optional(path: &Path) -> Result<Option<Zeroizing<String>>, AgentError> {
 }
 
 /// Replaces `path` with `contents` so that readers see the old file or the
-/// new one, never a mix, even after a crash: the data goes to a temporary
-/// file created with `mode` in the same directory, is flushed to disk, and
-/// is renamed over `path`; then the directory entry is flushed.
+/// new one, never a mix, even after a crash. The data goes to a temporary
+/// file created with `mode` in the same directory, which is flushed to disk
+/// and renamed over `path`. Then the directory entry is flushed.
 ///
 /// # Errors
 ///

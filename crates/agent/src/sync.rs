@@ -1,5 +1,5 @@
 //! Entry sync: the `SyncEntries` stream from the server. A snapshot may
-//! span several messages and changes follow as they happen; the agent
+//! span several messages, and changes follow as they happen. The agent
 //! stages messages and applies them to the cache when one arrives with
 //! `complete` set. A broken stream is reopened with backoff, sending the
 //! last applied revision so the server can send only what changed.
@@ -49,9 +49,9 @@ impl SyncStaging {
     /// Stages one message. Returns the update to apply when the message
     /// completes a consistent state.
     ///
-    /// Invalid items are logged and left out; an invalid entry in a delta
-    /// removes the agent's copy, so the agent never serves a version the
-    /// server has replaced.
+    /// Invalid items are logged and left out. An invalid entry in a delta
+    /// removes the agent's copy, so the agent never serves a version that
+    /// the server has replaced.
     pub fn push(&mut self, message: SyncEntriesResponse) -> Option<EntryUpdate> {
         if message.snapshot || self.pending.is_none() {
             self.pending = Some(Pending {

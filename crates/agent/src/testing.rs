@@ -117,8 +117,8 @@ impl TestCa {
         vec![leaf.der().clone()]
     }
 
-    /// Signs a leaf for `id` over a DER SubjectPublicKeyInfo, as a server
-    /// signs a key it only knows the public half of.
+    /// Signs a leaf for `id` over a DER SubjectPublicKeyInfo, as the server
+    /// signs a key whose private half stays on the agent.
     pub fn sign_public_key(
         &self,
         id: &SpiffeId,

@@ -109,7 +109,7 @@ impl FakeServer {
 #[derive(Clone)]
 struct PeerCertificates(Option<Vec<CertificateDer<'static>>>);
 
-/// A server TLS connection that tells tonic its client certificates.
+/// A server TLS connection that passes its client certificates to tonic.
 struct TlsConnection(TlsStream<TcpStream>);
 
 impl Connected for TlsConnection {
@@ -448,7 +448,7 @@ fn with_header<T>(message: T) -> Request<T> {
     request
 }
 
-/// An entry that matches this test process: its effective UID.
+/// Builds an entry that matches this test process by its effective UID.
 fn entry_for_this_process(path: &str) -> RegistrationEntry {
     let status = std::fs::read_to_string("/proc/self/status").expect("status");
     let uid = status

@@ -1,7 +1,7 @@
-//! The agent's TLS client to the server: the server must present an
-//! X.509-SVID that chains to the trust bundle and whose SPIFFE ID is exactly
-//! `spiffe://<trust domain>/tessera/server` (DNS names are not checked), and
-//! the agent presents its current agent SVID as client certificate.
+//! The agent's TLS client to the server. The server must present an
+//! X.509-SVID that chains to the trust bundle, with the SPIFFE ID
+//! `spiffe://<trust domain>/tessera/server` exactly; DNS names are not
+//! checked. The agent presents its current agent SVID as client certificate.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -165,8 +165,8 @@ impl ServerCertVerifier for SpiffeServerVerifier {
     ) -> Result<ServerCertVerified, rustls::Error> {
         let Some(bundle) = self.identity.bundle() else {
             if self.identity.insecure_bootstrap {
-                // insecure_bootstrap: the operator chose to trust whatever
-                // server answers until the first bundle arrives.
+                // insecure_bootstrap: the operator chose to trust any server
+                // until the first bundle arrives.
                 tracing::warn!("insecure_bootstrap: accepting the server certificate unverified");
                 return Ok(ServerCertVerified::assertion());
             }

@@ -1,5 +1,5 @@
-//! Workload JWT-SVIDs: minted by the server with `NewJwtSvid` when a
-//! workload asks, and cached per entry and audience set until half of
+//! Workload JWT-SVIDs: minted by the server with `NewJwtSvid` on a
+//! workload's request, and cached per entry and audience set until half of
 //! their lifetime has passed.
 
 use std::collections::{BTreeSet, HashMap};

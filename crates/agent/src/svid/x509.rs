@@ -1,7 +1,7 @@
-//! Workload X.509-SVIDs: for every cached entry the agent makes a key pair
-//! (the private key never leaves the agent), has the server sign the public
-//! key with `BatchNewX509Svid`, and renews the SVID at half its lifetime or
-//! when the entry's SPIFFE ID, DNS names or TTL change.
+//! Workload X.509-SVIDs. For every cached entry the agent makes a key pair
+//! and has the server sign the public key with `BatchNewX509Svid`, so the
+//! private key never leaves the agent. Each SVID is signed again at half its
+//! lifetime, or when the entry's SPIFFE ID, DNS names or TTL change.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use crate::node::client_tls::ServerChannel;
 use crate::retry::{Backoff, RetryPolicy, is_final};
 use crate::svid::{certificate_validity, duration_until, renewal_time, system_time_to_unix};
 
-/// Most entries in one `BatchNewX509Svid` request.
+/// Maximum number of entries in one `BatchNewX509Svid` request.
 pub const MAX_BATCH_SIZE: usize = 500;
 
 /// Shortest time between two signings of one entry's SVID, so an SVID
@@ -104,14 +104,14 @@ impl SvidSigner for ServerChannel {
 #[derive(Debug, Default)]
 pub struct SigningPlan {
     /// Entries without an SVID, with an SVID for changed fields, or with an
-    /// SVID past its renewal time; entries waiting out a backoff are left out.
+    /// SVID past its renewal time. Entries waiting out a backoff are left out.
     pub due: Vec<RegistrationEntry>,
     /// The earliest renewal time or backoff end among the other entries.
     pub wake_at: Option<SystemTime>,
 }
 
-/// Decides which entries need an SVID signed at `now`. `retry_at` holds the
-/// time before which an entry whose signing failed is not tried again.
+/// Decides which entries need an SVID signed at `now`. `retry_at` maps an
+/// entry whose signing failed to the time before which it is not tried again.
 pub fn plan_signing(
     state: &CacheState,
     retry_at: &HashMap<EntryId, SystemTime>,
@@ -294,7 +294,7 @@ impl<S: SvidSigner> X509SvidManager<S> {
     }
 
     /// Counts a failure for `entry`, sets when it is tried again and marks
-    /// it failed in the cache; returns the number of failures in a row.
+    /// it failed in the cache. Returns the number of failures in a row.
     fn record_failure(&mut self, entry: &RegistrationEntry, now: SystemTime) -> u32 {
         self.cache.mark_signing_failed([entry.id.clone()]);
         let retry = self.retry;

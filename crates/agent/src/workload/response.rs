@@ -20,8 +20,8 @@ use crate::svid::unix_to_system_time;
 /// Message for a caller that no entry matches.
 pub const NO_IDENTITY: &str = "no identity issued";
 
-/// An X.509-SVID response, or why there is none yet, and when the answer
-/// changes without any cache change (an SVID or entry expires).
+/// An X.509-SVID response, if one can be sent yet, and the time at which
+/// it changes without any cache change because an SVID or entry expires.
 #[derive(Debug)]
 pub struct X509View {
     /// The response; `None` when entries match but none has a usable SVID yet.
@@ -208,7 +208,7 @@ fn concat_der(chain: &[CertificateDer<'_>]) -> Vec<u8> {
     der
 }
 
-/// The status for calls that arrive before the first entry sync.
+/// Returns the status for calls that arrive before the first entry sync.
 pub fn not_synced() -> Status {
     Status::unavailable("the agent has not received its entries from the server yet; retry")
 }

@@ -370,8 +370,8 @@ impl SpiffeWorkloadApi for WorkloadApi {
             self.wait_for_sync().await;
         }
 
-        // The cache is the bundle source: the agent's own trust domain and
-        // every federated trust domain it knows.
+        // The cache is the bundle source: it contains the bundles of the
+        // agent's own trust domain and of every federated trust domain.
         let verified = self
             .cache
             .read(|state| {

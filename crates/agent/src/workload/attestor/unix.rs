@@ -49,7 +49,7 @@ struct FileVersion {
     size: u64,
 }
 
-/// What `/proc/<pid>/status` reports about a process's identity.
+/// The user and group IDs of a process, from `/proc/<pid>/status`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct ProcessIds {
     uid: u32,
