@@ -1,0 +1,124 @@
+//! Database backends behind one [`Store`](crate::Store).
+//!
+//! The store keeps a single sqlx `Any` pool and this enum. Every query is
+//! written once, in SQL that all three databases accept, so the backends
+//! cannot drift apart in behavior. A trait with one implementation per
+//! backend would repeat each query three times. A backend module owns only
+//! what differs: connection settings, its migrations and DDL, the
+//! placeholder style, and how a write transaction starts.
+
+mod sqlite;
+
+use std::borrow::Cow;
+
+use sqlx::AnyPool;
+use sqlx::migrate::Migrator;
+
+use crate::StoreError;
+
+/// The database behind a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Backend {
+    Sqlite,
+}
+
+impl Backend {
+    /// Picks the backend from the scheme of a datastore URL.
+    pub(crate) fn from_url(url: &str) -> Result<Self, StoreError> {
+        let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
+        match scheme {
+            "sqlite" => Ok(Self::Sqlite),
+            _ => Err(StoreError::UnsupportedScheme {
+                scheme: scheme.to_owned(),
+            }),
+        }
+    }
+
+    /// Returns the backend name used in logs and errors.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Sqlite => "sqlite",
+        }
+    }
+
+    /// Opens a connection pool for `url` with the backend's settings.
+    pub(crate) async fn connect(self, url: &str) -> Result<AnyPool, StoreError> {
+        sqlx::any::install_default_drivers();
+        match self {
+            Self::Sqlite => sqlite::connect(url).await,
+        }
+    }
+
+    /// Returns the backend's embedded migrations.
+    pub(crate) fn migrator(self) -> &'static Migrator {
+        match self {
+            Self::Sqlite => &sqlite::MIGRATOR,
+        }
+    }
+
+    /// Returns whether a lock keeps two processes from applying the same
+    /// migration at once.
+    pub(crate) fn has_migration_lock(self) -> bool {
+        match self {
+            Self::Sqlite => false,
+        }
+    }
+
+    /// Returns the statement that begins a write transaction, when it is
+    /// not the driver's plain `BEGIN`.
+    pub(crate) fn begin_statement(self) -> Option<&'static str> {
+        match self {
+            Self::Sqlite => Some(sqlite::BEGIN_WRITE),
+        }
+    }
+
+    /// Returns the statement that a write transaction runs first to
+    /// serialize writers, when beginning the transaction does not.
+    pub(crate) fn write_lock_statement(self) -> Option<&'static str> {
+        match self {
+            Self::Sqlite => None,
+        }
+    }
+
+    /// Rewrites a statement written with `?` placeholders for the backend.
+    /// Statements in this crate never contain a literal question mark.
+    pub(crate) fn sql(self, statement: &str) -> Cow<'_, str> {
+        match self {
+            Self::Sqlite => Cow::Borrowed(statement),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_url_picks_backend() {
+        let cases = [
+            ("sqlite::memory:", Backend::Sqlite),
+            (
+                "sqlite:///var/lib/tessera/datastore.sqlite3",
+                Backend::Sqlite,
+            ),
+            ("sqlite:datastore.sqlite3", Backend::Sqlite),
+        ];
+        for (url, expected) in cases {
+            let backend = Backend::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
+            assert_eq!(backend, expected, "{url}");
+        }
+    }
+
+    #[test]
+    fn from_url_rejects_unknown_scheme() {
+        for (url, scheme) in [("redis://127.0.0.1", "redis"), ("/var/lib/x.db", "")] {
+            let err = Backend::from_url(url).expect_err(url);
+            assert!(
+                matches!(&err, StoreError::UnsupportedScheme { scheme: s } if s == scheme),
+                "{url}: {err:?}"
+            );
+            let message = err.to_string();
+            assert!(message.contains("supported scheme is sqlite"), "{message}");
+        }
+    }
+}
