@@ -68,6 +68,12 @@ pub struct TargetArgs {
     #[arg(long, value_name = "FILTER", default_value = "warn")]
     pub log_level: String,
 
+    /// Parent of the run's temporary directory (default: the system's,
+    /// usually /tmp). On a tmpfs such as /dev/shm an fsync costs nothing, so
+    /// large entry sets are created fast, but the datastore is not durable.
+    #[arg(long, value_name = "DIR")]
+    pub temp_root: Option<PathBuf>,
+
     /// Keep the temporary directory (configs, data, logs) after the run.
     #[arg(long)]
     pub keep_dir: bool,
@@ -125,10 +131,13 @@ impl Cluster {
                 args.tessera.display()
             );
         }
-        let work_dir = tempfile::Builder::new()
-            .prefix("tessera-bench-")
-            .tempdir()
-            .context("creating the temporary directory")?;
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("tessera-bench-");
+        let work_dir = match &args.temp_root {
+            Some(root) => builder.tempdir_in(root),
+            None => builder.tempdir(),
+        }
+        .context("creating the temporary directory")?;
         let root = work_dir.path().to_owned();
         let server_dir = root.join("server");
         std::fs::create_dir_all(&server_dir)?;
