@@ -73,10 +73,11 @@ def test_x509_bundles_match_context(client):
 def test_x509_source_holds_svid(cluster):
     source = X509Source(socket_path=cluster.endpoint, timeout_in_seconds=10)
     try:
-        assert str(source.svid.spiffe_id) == WORKLOAD_ID
+        svid = source.get_x509_context().default_svid
+        assert str(svid.spiffe_id) == WORKLOAD_ID
         bundle = source.get_bundle_for_trust_domain(TrustDomain(TRUST_DOMAIN))
         assert bundle is not None
-        verify_chain(source.svid.leaf, source.svid.cert_chain[1:], bundle.x509_authorities)
+        verify_chain(svid.leaf, svid.cert_chain[1:], bundle.x509_authorities)
     finally:
         source.close()
 
@@ -127,3 +128,33 @@ def test_request_without_header_is_invalid_argument(cluster):
         with pytest.raises(grpc.RpcError) as failure:
             next(iter(stub.FetchX509SVID(workload_pb2.X509SVIDRequest(), timeout=10)))
     assert failure.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+def fetch_x509_raw(endpoint: str, options: list[tuple[str, str]]):
+    """FetchX509SVID over a plain grpcio channel, with the security header."""
+    with grpc.insecure_channel(endpoint, options=options) as channel:
+        stub = workload_pb2_grpc.SpiffeWorkloadAPIStub(channel)
+        responses = stub.FetchX509SVID(
+            workload_pb2.X509SVIDRequest(),
+            metadata=[("workload.spiffe.io", "true")],
+            timeout=10,
+        )
+        return next(iter(responses))
+
+
+def test_grpc_core_default_authority_accepted(cluster):
+    """grpcio (gRPC C-core) sends a Unix socket's path as `:authority`, which
+    is not a valid URI authority; py-spiffe cannot change it, so the agent
+    must accept it. The `localhost` call is the control: when only it
+    passes, the agent's HTTP/2 layer rejects the path authority."""
+    control = fetch_x509_raw(cluster.endpoint, [("grpc.default_authority", "localhost")])
+    assert [svid.spiffe_id for svid in control.svids] == [WORKLOAD_ID]
+
+    try:
+        default = fetch_x509_raw(cluster.endpoint, [])
+    except grpc.RpcError as error:
+        pytest.fail(
+            "the agent rejected grpcio's default :authority for a Unix socket: "
+            f"{error.code()} {error.details()}"
+        )
+    assert [svid.spiffe_id for svid in default.svids] == [WORKLOAD_ID]
