@@ -25,10 +25,11 @@ pub fn trust_domain(field: &str, value: &str) -> Result<TrustDomain> {
         .with_context(|| format!("invalid {field} (a trust domain name such as example.org)"))
 }
 
-/// Parses a selector written as `TYPE:VALUE`. The parser's error names the
-/// value and the expected form.
-pub fn selector(value: &str) -> Result<Selector> {
-    Ok(Selector::parse(value)?)
+/// Parses a selector written as `TYPE:VALUE` given for the field `field`.
+/// The context names the whole value because the parser's error may name
+/// only the faulty part, such as an empty type.
+pub fn selector(field: &str, value: &str) -> Result<Selector> {
+    Selector::parse(value).with_context(|| format!("invalid {field} {value:?}"))
 }
 
 /// Parses a duration such as `90s`, `5m` or `1h 30m`.
@@ -167,16 +168,26 @@ mod tests {
             ("", false),
         ];
         for (input, valid) in cases {
-            assert_eq!(selector(input).is_ok(), valid, "input {input:?}");
+            assert_eq!(
+                selector("--selector", input).is_ok(),
+                valid,
+                "input {input:?}"
+            );
         }
     }
 
     #[test]
     fn selector_error_names_value_and_form() {
-        let err = selector("uid1000").expect_err("no type");
-        let message = format!("{err:#}");
-        assert!(message.contains("\"uid1000\""), "{message}");
-        assert!(message.contains("TYPE:VALUE"), "{message}");
+        for input in ["uid1000", ":uid:1000"] {
+            let err = selector("--selector", input).expect_err(input);
+            let message = format!("{err:#}");
+            assert!(
+                message.contains(&format!("--selector {input:?}")),
+                "{message}"
+            );
+        }
+        let err = selector("--selector", "uid1000").expect_err("no type");
+        assert!(format!("{err:#}").contains("TYPE:VALUE"), "{err:#}");
     }
 
     #[test]

@@ -159,7 +159,7 @@ async fn list(args: EntryListArgs, format: OutputFormat) -> Result<()> {
     let filter = ListEntriesRequest {
         by_spiffe_id: optional_id("--spiffe-id", args.spiffe_id.as_deref())?,
         by_parent_id: optional_id("--parent-id", args.parent_id.as_deref())?,
-        by_selectors: fields::selectors(&args.selectors)?,
+        by_selectors: fields::selectors("--selector", &args.selectors)?,
         page_size: 0,
         page_token: String::new(),
     };
@@ -287,7 +287,7 @@ impl EntryChanges {
             spiffe_id: optional_id_value(names.spiffe_id, fields.spiffe_id.as_deref())?,
             parent_id: optional_id_value(names.parent_id, fields.parent_id.as_deref())?,
             selectors: non_empty(&fields.selectors)
-                .map(fields::selectors)
+                .map(|values| fields::selectors(names.selector, values))
                 .transpose()?,
             x509_svid_ttl: fields
                 .x509_svid_ttl

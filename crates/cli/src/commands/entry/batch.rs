@@ -156,6 +156,7 @@ fn entry_from_input(input: EntryInput) -> Result<Entry> {
 const FIELD_NAMES: super::fields::FieldNames = super::fields::FieldNames {
     spiffe_id: "spiffe_id",
     parent_id: "parent_id",
+    selector: "selector in selectors",
     x509_svid_ttl: "x509_svid_ttl",
     jwt_svid_ttl: "jwt_svid_ttl",
     federates_with: "federates_with",
@@ -249,7 +250,7 @@ mod tests {
             (batch(r#""selectors": []"#), "selector"),
             (
                 batch(r#""selectors": ["uid1000"]"#),
-                "invalid selector \"uid1000\"",
+                "invalid selector in selectors \"uid1000\"",
             ),
             (
                 batch(r#""selectors": ["unix:uid:1"], "x509_svid_ttl": -5"#),

@@ -28,6 +28,7 @@ pub struct EntrySpec {
 pub struct FieldNames {
     pub spiffe_id: &'static str,
     pub parent_id: &'static str,
+    pub selector: &'static str,
     pub x509_svid_ttl: &'static str,
     pub jwt_svid_ttl: &'static str,
     pub federates_with: &'static str,
@@ -38,6 +39,7 @@ pub struct FieldNames {
 pub const FLAG_NAMES: FieldNames = FieldNames {
     spiffe_id: "--spiffe-id",
     parent_id: "--parent-id",
+    selector: "--selector",
     x509_svid_ttl: "--x509-svid-ttl",
     jwt_svid_ttl: "--jwt-svid-ttl",
     federates_with: "--federates-with",
@@ -55,7 +57,7 @@ pub fn entry_from_spec(spec: &EntrySpec, names: FieldNames) -> Result<Entry> {
     Ok(Entry {
         spiffe_id: spiffe_id.to_string(),
         parent_id: parent_id.to_string(),
-        selectors: selectors(&spec.selectors)?,
+        selectors: selectors(names.selector, &spec.selectors)?,
         x509_svid_ttl: optional_ttl(names.x509_svid_ttl, spec.x509_svid_ttl.as_deref())?,
         jwt_svid_ttl: optional_ttl(names.jwt_svid_ttl, spec.jwt_svid_ttl.as_deref())?,
         federates_with: trust_domains(names.federates_with, &spec.federates_with)?,
@@ -74,11 +76,11 @@ pub fn entry_from_spec(spec: &EntrySpec, names: FieldNames) -> Result<Entry> {
 }
 
 /// Checks selectors written as `type:value` and converts them.
-pub fn selectors(values: &[String]) -> Result<Vec<Selector>> {
+pub fn selectors(field: &str, values: &[String]) -> Result<Vec<Selector>> {
     values
         .iter()
         .map(|value| {
-            let selector = parse::selector(value)?;
+            let selector = parse::selector(field, value)?;
             Ok(Selector {
                 r#type: selector.kind().to_owned(),
                 value: selector.value().to_owned(),
