@@ -680,3 +680,21 @@ async fn rotation_pushes_bundle_to_stream() {
     assert!(change.complete);
     assert_eq!(server.bundle().x509_authorities().len(), 2);
 }
+
+#[tokio::test]
+async fn sync_ends_when_agent_svid_expires() {
+    let server = TestServer::start_with(|raw| {
+        raw.svid.x509_ttl = Some("2s".into());
+    })
+    .await;
+    let agent = server.attest().await;
+    let mut stream = open_sync(&server, &agent).await;
+    next_message(&mut stream).await;
+
+    let status = tokio::time::timeout(PUSH_TIMEOUT, stream.message())
+        .await
+        .expect("the stream ends within the timeout")
+        .unwrap_err();
+    assert_eq!(status.code(), Code::Unavailable);
+    assert!(status.message().contains("expired"), "{}", status.message());
+}
