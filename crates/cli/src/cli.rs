@@ -115,8 +115,8 @@ pub struct ServerRunArgs {
     /// Path of the admin Unix socket.
     #[arg(long)]
     pub admin_socket: Option<PathBuf>,
-    /// Log filter, such as `info` or `tessera_server=debug`. Overrides
-    /// RUST_LOG and the configuration file.
+    /// Log level: trace, debug, info, warn or error. Overrides RUST_LOG
+    /// and the configuration file's log_level.
     #[arg(long)]
     pub log_level: Option<String>,
 }
@@ -164,8 +164,8 @@ pub struct AgentRunArgs {
     /// server on first contact.
     #[arg(long)]
     pub trust_bundle: Option<PathBuf>,
-    /// Log filter, such as `info` or `tessera_agent=debug`. Overrides
-    /// RUST_LOG and the configuration file.
+    /// Log level: trace, debug, info, warn or error. Overrides RUST_LOG
+    /// and the configuration file's log_level.
     #[arg(long)]
     pub log_level: Option<String>,
 }
