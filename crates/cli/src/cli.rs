@@ -217,7 +217,7 @@ pub struct EntryFieldArgs {
     /// given set replaces the old one.
     #[arg(long = "dns-name")]
     pub dns_names: Vec<String>,
-    /// Hint that tells workloads apart when they receive several SVIDs.
+    /// Label that lets a workload with several SVIDs pick the right one.
     #[arg(long)]
     pub hint: Option<String>,
     /// Time after which the entry grants no SVID: RFC 3339 (such as
@@ -242,8 +242,8 @@ pub struct EntryCreateArgs {
     #[arg(long)]
     pub downstream: bool,
     /// JSON file of entries to create, `{"entries": [{...}]}`, with the
-    /// field names of `entry show --output json` (so the output of
-    /// `entry list --output json` is a valid file); `-` reads standard input.
+    /// field names of `entry show --output json`, so the output of
+    /// `entry list --output json` is a valid file. `-` reads standard input.
     /// Selectors are objects `{"type": .., "value": ..}` or `TYPE:VALUE`
     /// strings; TTLs are seconds or durations such as `"1h"`; `expires_at`
     /// is Unix seconds or RFC 3339. `id`, `revision` and `created_at` are
@@ -396,12 +396,12 @@ pub enum SvidCommand {
 /// Flags of `tessera svid fetch`.
 #[derive(Debug, Args)]
 pub struct SvidFetchArgs {
-    /// Directory to write the SVIDs into (created if missing). One SVID is
+    /// Directory to write the SVIDs into, created if missing. One SVID is
     /// written as `svid.pem` (certificate chain), `svid.key` (PKCS#8 private
-    /// key, mode 0600) and `bundle.pem`; several as `svid.N.pem`,
-    /// `svid.N.key` and `bundle.N.pem`, N counting from 0 in the order the
-    /// agent sent them (0 is the default SVID). Federated bundles are written
-    /// as `federated_bundle.<trust domain>.pem`.
+    /// key, mode 0600) and `bundle.pem`. Several are written as `svid.N.pem`,
+    /// `svid.N.key` and `bundle.N.pem`, where N counts from 0 in the order
+    /// the agent sent them and 0 is the default SVID. Federated bundles are
+    /// written as `federated_bundle.<trust domain>.pem`.
     #[arg(long)]
     pub write: Option<PathBuf>,
     #[command(flatten)]

@@ -9,16 +9,16 @@ use std::fmt;
 
 use tonic::{Code, Status};
 
-/// A gRPC call that the peer answered with an error status.
+/// A gRPC call that the peer rejected with an error status.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RpcError {
-    /// What the call was doing, such as `get entry 1234`.
+    /// The action that failed, such as `get entry 1234`.
     pub action: String,
     /// The gRPC status code.
     pub code: Code,
     /// The peer's message.
     pub message: String,
-    /// What the user can do about it, when the code suggests something.
+    /// Advice for the user, when the status code suggests one.
     pub hint: Option<&'static str>,
 }
 

@@ -24,8 +24,8 @@ use crate::client::unix::parse_socket_address;
 use crate::parse;
 
 /// A command line that parsed but is incomplete, such as `entry create`
-/// without `--spiffe-id`; `main` exits with status 2 for it, as for clap's
-/// own usage errors.
+/// without `--spiffe-id`. `main` exits with status 2 for it, as clap does
+/// for its own usage errors.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageError(pub String);
 
