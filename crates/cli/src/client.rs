@@ -66,3 +66,41 @@ pub fn is_rpc_code(err: &anyhow::Error, code: Code) -> bool {
     err.downcast_ref::<RpcError>()
         .is_some_and(|rpc| rpc.code == code)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rpc_error_display_cases() {
+        let not_found = RpcError::new("get entry x", &Status::not_found("entry x not found"));
+        assert_eq!(
+            not_found.to_string(),
+            "failed to get entry x: entry x not found (NotFound)"
+        );
+
+        let empty = RpcError::new("list agents", &Status::unavailable(""));
+        assert_eq!(
+            empty.to_string(),
+            format!(
+                "failed to list agents: {} (Unavailable)",
+                Code::Unavailable.description()
+            )
+        );
+
+        let hinted = not_found.with_hint("run tessera entry list");
+        assert!(
+            hinted
+                .to_string()
+                .ends_with("(NotFound); run tessera entry list")
+        );
+    }
+
+    #[test]
+    fn is_rpc_code_matches_only_rpc_errors() {
+        let aborted: anyhow::Error = RpcError::new("update entry x", &Status::aborted("")).into();
+        assert!(is_rpc_code(&aborted, Code::Aborted));
+        assert!(!is_rpc_code(&aborted, Code::NotFound));
+        assert!(!is_rpc_code(&anyhow::anyhow!("plain"), Code::Aborted));
+    }
+}
