@@ -45,6 +45,9 @@ pub enum Command {
     /// Show the server's trust bundle or fetch bundles from the Workload API.
     #[command(subcommand)]
     Bundle(BundleCommand),
+    /// Manage federation relationships with foreign trust domains.
+    #[command(subcommand)]
+    Federation(crate::commands::federation::FederationCommand),
     /// Check that the server is serving; exit status 0 when it is, 1 when not.
     Healthcheck(AdminArgs),
     /// Fetch X.509-SVIDs from the Workload API.
@@ -346,6 +349,8 @@ pub enum BundleCommand {
     Show(BundleShowArgs),
     /// Fetch the trust bundles this workload receives (Workload API).
     Fetch(BundleFetchArgs),
+    /// Store the bundle of a foreign trust domain (admin API).
+    Set(crate::commands::federation::BundleSetArgs),
 }
 
 /// Encodings of the server's bundle.

@@ -7,6 +7,7 @@ pub mod bundle;
 pub mod daemon;
 pub mod dev;
 pub mod entry;
+pub mod federation;
 pub mod health;
 pub mod jwt;
 pub mod server;

@@ -11,6 +11,12 @@ use std::time::Duration;
 use serde::Deserialize;
 use tessera_spiffe::{KeyAlgorithm, TrustDomain};
 
+pub use crate::federation::config::{
+    BundleEndpointConfig, EndpointProfile, FederationConfig, OidcConfig, RawBundleEndpointConfig,
+    RawFederationConfig, RawOidcConfig, WebCertificatePaths,
+};
+use crate::federation::config::{resolve_federation, resolve_oidc};
+
 use keys::{
     check_svid_ttls, resolve_admin_socket, resolve_bind_address, resolve_data_dir,
     resolve_datastore_url, resolve_duration, resolve_jwt_issuer, resolve_key_storage,
@@ -107,6 +113,11 @@ pub struct RawConfig {
     /// The `[datastore]` table.
     #[serde(default)]
     pub datastore: RawDatastoreConfig,
+    /// The `[federation]` table.
+    #[serde(default)]
+    pub federation: RawFederationConfig,
+    /// The `[oidc]` table; no OIDC discovery endpoint when absent.
+    pub oidc: Option<RawOidcConfig>,
 }
 
 /// The `[ca]` table as written.
@@ -220,6 +231,10 @@ pub struct ServerConfig {
     pub join_token_ttl: Duration,
     /// Datastore URL. It may contain a password, so it is never logged.
     pub datastore_url: String,
+    /// Bundle endpoint and federation settings.
+    pub federation: FederationConfig,
+    /// OIDC discovery endpoint, if any.
+    pub oidc: Option<OidcConfig>,
 }
 
 impl ServerConfig {
@@ -236,7 +251,10 @@ impl ServerConfig {
         let bind_address = resolve_bind_address(raw.bind_address.as_deref(), &mut errors);
         let admin_socket = resolve_admin_socket(raw.admin_socket, data_dir.as_deref(), &mut errors);
         let log_level = resolve_log_level(raw.log_level.as_deref(), &mut errors);
-        let jwt_issuer = resolve_jwt_issuer(raw.jwt_issuer, &mut errors);
+        let federation = resolve_federation(raw.federation, &mut errors);
+        let oidc = resolve_oidc(raw.oidc, &mut errors);
+        let jwt_issuer = resolve_jwt_issuer(raw.jwt_issuer, &mut errors)
+            .or_else(|| oidc.as_ref().map(|oidc| oidc.issuer.clone()));
         let ca_key_type = resolve_key_type(raw.ca.key_type.as_deref(), &mut errors);
         let ca_key_storage = resolve_key_storage(raw.ca.key_storage.as_deref(), &mut errors);
 
@@ -307,6 +325,8 @@ impl ServerConfig {
                 jwt_svid_ttl,
                 join_token_ttl,
                 datastore_url,
+                federation,
+                oidc,
             }),
             _ => Err(ConfigError::Invalid(errors)),
         }

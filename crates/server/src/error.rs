@@ -87,6 +87,9 @@ pub enum ServerError {
     /// The agent API server failed.
     #[error("the agent API server failed")]
     AgentServe(#[source] tonic::transport::Error),
+    /// The bundle endpoint or OIDC discovery endpoint failed to start.
+    #[error("federation endpoint error")]
+    Federation(#[source] crate::federation::FederationError),
     /// A background task panicked or was cancelled.
     #[error("a server task failed: {0}")]
     Task(String),

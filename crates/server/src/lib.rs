@@ -10,10 +10,12 @@ mod admin;
 mod agent_api;
 mod authorized;
 mod bundle;
+mod bundle_endpoint;
 mod cache;
 pub mod config;
 mod daemon;
 mod error;
+mod federation;
 mod ids;
 mod rotation;
 mod state;
@@ -38,3 +40,6 @@ pub const KEYS_DIR: &str = "keys";
 /// authorities as PEM, rewritten atomically after each change. Agents
 /// bootstrap from it.
 pub const BUNDLE_FILE: &str = bundle::BUNDLE_FILE;
+
+pub use bundle_endpoint::BUNDLE_ENDPOINT_ADDR_FILE;
+pub use federation::FederationError;

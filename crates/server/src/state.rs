@@ -32,6 +32,8 @@ pub(crate) enum SyncEvent {
     EntriesChanged,
     /// The trust bundle changed.
     BundleChanged,
+    /// A federated bundle was stored or removed.
+    FederatedBundlesChanged,
     /// An agent's record changed, such as its node selectors.
     AgentUpdated(SpiffeId),
     /// An agent was evicted or banned; its stream ends.
@@ -55,6 +57,8 @@ pub(crate) struct ServerState {
     pub ca: Arc<CertificateAuthority>,
     /// The published bundle.
     pub bundle: BundleHandle,
+    /// Federation relationships and federated bundles.
+    pub federation: crate::federation::Federation,
     cache: RwLock<EntryCache>,
     /// Serializes admin writes, so the cache applies them in store order.
     pub write_lock: Mutex<()>,
@@ -80,6 +84,7 @@ impl ServerState {
             store,
             ca,
             bundle: Arc::new(ArcSwap::from_pointee(bundle)),
+            federation: crate::federation::Federation::default(),
             cache: RwLock::new(cache),
             write_lock: Mutex::new(()),
             events: broadcast::channel(EVENT_CAPACITY).0,

@@ -24,6 +24,7 @@ pub async fn run(command: BundleCommand, format: OutputFormat) -> Result<()> {
     match command {
         BundleCommand::Show(args) => show(args, format).await,
         BundleCommand::Fetch(args) => fetch(args, format).await,
+        BundleCommand::Set(args) => crate::commands::federation::set_bundle(args, format).await,
     }
 }
 

@@ -17,14 +17,19 @@ use tessera_proto::admin::{
     HealthResponse, JoinToken, ListAgentsRequest, ListAgentsResponse, ListEntriesRequest,
     ListEntriesResponse, UpdateEntryRequest,
 };
+use tessera_proto::admin::{
+    CreateFederationRequest, DeleteFederationRequest, DeleteFederationResponse,
+    FederationRelationship, GetFederationRequest, ListFederationsRequest, ListFederationsResponse,
+    RefreshFederationRequest, SetFederatedBundleRequest, UpdateFederationRequest,
+};
 use tessera_proto::types;
 use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
-use crate::ServerError;
 use crate::state::ServerState;
 use crate::status::run_to_completion;
+use crate::{ServerError, federation};
 use socket::{AdminSocket, is_allowed_peer};
 
 /// The AdminApi service.
@@ -152,5 +157,69 @@ impl AdminApi for AdminService {
         _request: Request<HealthRequest>,
     ) -> Result<Response<HealthResponse>, Status> {
         Ok(Response::new(status::health(&self.state).await))
+    }
+
+    async fn create_federation(
+        &self,
+        request: Request<CreateFederationRequest>,
+    ) -> Result<Response<FederationRelationship>, Status> {
+        let state = Arc::clone(&self.state);
+        let work = async move { federation::admin::create(&state, request.into_inner()).await };
+        run_to_completion(work).await.map(Response::new)
+    }
+
+    async fn update_federation(
+        &self,
+        request: Request<UpdateFederationRequest>,
+    ) -> Result<Response<FederationRelationship>, Status> {
+        let state = Arc::clone(&self.state);
+        let work = async move { federation::admin::update(&state, request.into_inner()).await };
+        run_to_completion(work).await.map(Response::new)
+    }
+
+    async fn delete_federation(
+        &self,
+        request: Request<DeleteFederationRequest>,
+    ) -> Result<Response<DeleteFederationResponse>, Status> {
+        let state = Arc::clone(&self.state);
+        let work =
+            async move { federation::admin::delete(&state, &request.get_ref().trust_domain).await };
+        run_to_completion(work).await?;
+        Ok(Response::new(DeleteFederationResponse {}))
+    }
+
+    async fn list_federations(
+        &self,
+        _request: Request<ListFederationsRequest>,
+    ) -> Result<Response<ListFederationsResponse>, Status> {
+        let relationships = federation::admin::list(&self.state);
+        Ok(Response::new(ListFederationsResponse { relationships }))
+    }
+
+    async fn get_federation(
+        &self,
+        request: Request<GetFederationRequest>,
+    ) -> Result<Response<FederationRelationship>, Status> {
+        federation::admin::get(&self.state, &request.get_ref().trust_domain).map(Response::new)
+    }
+
+    async fn refresh_federation(
+        &self,
+        request: Request<RefreshFederationRequest>,
+    ) -> Result<Response<FederationRelationship>, Status> {
+        let state = Arc::clone(&self.state);
+        let work = async move {
+            federation::admin::refresh(&state, &request.get_ref().trust_domain).await
+        };
+        run_to_completion(work).await.map(Response::new)
+    }
+
+    async fn set_federated_bundle(
+        &self,
+        request: Request<SetFederatedBundleRequest>,
+    ) -> Result<Response<types::Bundle>, Status> {
+        let state = Arc::clone(&self.state);
+        let work = async move { federation::admin::set_bundle(&state, request.into_inner()).await };
+        run_to_completion(work).await.map(Response::new)
     }
 }

@@ -21,6 +21,7 @@ use tonic::Status;
 use tracing::Instrument;
 
 use crate::authorized::{AgentView, authorized_entries, next_expiry};
+use crate::federation::SentBundles;
 use crate::state::{ServerState, SyncEvent, now_unix};
 
 /// Maximum entries per snapshot message. A change larger than this is sent
@@ -62,6 +63,7 @@ pub(super) fn start(
         agent_id: agent.spiffe_id,
         svid_not_after,
         sent: HashMap::new(),
+        sent_federated: SentBundles::default(),
         next_expiry: None,
         state,
     };
@@ -78,6 +80,8 @@ struct SyncStream {
     sent: HashMap<EntryId, i64>,
     /// Earliest future `expires_at` among the entries the agent holds.
     next_expiry: Option<i64>,
+    /// The federated bundles the agent holds.
+    sent_federated: SentBundles,
 }
 
 impl SyncStream {
@@ -143,6 +147,7 @@ impl SyncStream {
                 let bundle = self.state.bundle.load().proto.clone();
                 self.send_changes(sender, Some(bundle)).await?;
             }
+            Ok(SyncEvent::FederatedBundlesChanged) => self.send_federated(sender).await?,
             Ok(SyncEvent::AgentUpdated(id)) if id == self.agent_id => {
                 self.reload_agent().await?;
                 self.send_changes(sender, None).await?;
@@ -205,7 +210,10 @@ impl SyncStream {
     async fn send_snapshot(&mut self, sender: &Sender) -> Result<(), Disconnected> {
         let (entries, revision) = self.authorized();
         let bundle = self.state.bundle.load().proto.clone();
-        let messages = snapshot_messages(&entries, revision, bundle);
+        let mut messages = snapshot_messages(&entries, revision, bundle);
+        if let Some(first) = messages.first_mut() {
+            first.federated_bundles = self.sent_federated.snapshot(&self.state.federation);
+        }
         let count = entries.len();
         self.remember(&entries);
 
@@ -255,6 +263,27 @@ impl SyncStream {
             revision,
             "sent sync change"
         );
+        send(sender, message).await
+    }
+
+    /// Sends the federated bundles that changed since the last message.
+    async fn send_federated(&mut self, sender: &Sender) -> Result<(), Disconnected> {
+        let (changed, removed) = self.sent_federated.changes(&self.state.federation);
+        if changed.is_empty() && removed.is_empty() {
+            return Ok(());
+        }
+        tracing::debug!(
+            changed = changed.len(),
+            removed = removed.len(),
+            "sent federated bundles"
+        );
+        let message = SyncEntriesResponse {
+            revision: self.state.revision(),
+            federated_bundles: changed,
+            removed_federated_bundles: removed,
+            complete: true,
+            ..SyncEntriesResponse::default()
+        };
         send(sender, message).await
     }
 

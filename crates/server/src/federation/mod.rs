@@ -1,0 +1,466 @@
+//! SPIFFE federation: relationships with foreign trust domains, a refresh
+//! task per relationship that fetches the peer's bundle from its bundle
+//! endpoint, and the set of federated bundles that sync streams push to
+//! agents. Relationships and the last good bundle of each peer are in the
+//! datastore, so a restarted server serves them before it reaches a peer.
+
+pub(crate) mod admin;
+pub(crate) mod check;
+pub(crate) mod client;
+pub mod config;
+pub(crate) mod refresh;
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use arc_swap::ArcSwap;
+use tessera_proto::types;
+use tessera_spiffe::{SpiffeId, TrustBundle, TrustDomain};
+use tessera_store::FederationRecord;
+use tokio::sync::Notify;
+use tokio::task::AbortHandle;
+
+use crate::bundle::bundle_to_proto;
+use crate::state::{ServerState, SyncEvent};
+
+/// Error of the federation parts that stop the server: the bundle
+/// endpoint and OIDC listeners and their certificates.
+#[derive(Debug, thiserror::Error)]
+pub enum FederationError {
+    /// A certificate or key file of an HTTPS listener is unusable.
+    #[error("invalid HTTPS certificate or key file {path}: {reason}")]
+    WebCertificate {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Binding a listener failed.
+    #[error("failed to bind the {endpoint} address {address}; is another process using it?")]
+    Bind {
+        /// `bundle endpoint` or `OIDC discovery`.
+        endpoint: &'static str,
+        /// The configured address.
+        address: SocketAddr,
+        /// The I/O error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How a peer's bundle endpoint authenticates itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PeerProfile {
+    /// The endpoint presents an X509-SVID with this SPIFFE ID, checked
+    /// against the stored bundle of the peer's trust domain.
+    HttpsSpiffe {
+        /// The SPIFFE ID the endpoint must present.
+        endpoint_id: SpiffeId,
+    },
+    /// The endpoint presents a certificate from the configured CA file.
+    HttpsWeb,
+}
+
+/// A checked federation relationship.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Relationship {
+    /// The peer's trust domain.
+    pub trust_domain: TrustDomain,
+    /// The peer's bundle endpoint URL, `https://host[:port]/path`.
+    pub url: http::Uri,
+    /// How the endpoint authenticates itself.
+    pub profile: PeerProfile,
+}
+
+impl Relationship {
+    /// Checks a stored or requested relationship.
+    pub fn from_parts(
+        trust_domain: TrustDomain,
+        url: &str,
+        profile: &str,
+        endpoint_id: &str,
+    ) -> Result<Self, String> {
+        let uri: http::Uri = url
+            .parse()
+            .map_err(|e| format!("invalid bundle endpoint URL {url:?}: {e}"))?;
+        if uri.scheme_str() != Some("https") || uri.host().is_none() {
+            return Err(format!(
+                "invalid bundle endpoint URL {url:?}: expected https://host[:port]/path"
+            ));
+        }
+        let profile = match profile {
+            "https_spiffe" => {
+                let endpoint_id = if endpoint_id.is_empty() {
+                    // SPIFFE servers conventionally serve the bundle
+                    // endpoint with the server's own SVID.
+                    crate::ids::server_id(&trust_domain)
+                } else {
+                    SpiffeId::parse(endpoint_id)
+                        .map_err(|e| format!("invalid endpoint SPIFFE ID {endpoint_id:?}: {e}"))?
+                };
+                PeerProfile::HttpsSpiffe { endpoint_id }
+            }
+            "https_web" if endpoint_id.is_empty() => PeerProfile::HttpsWeb,
+            "https_web" => {
+                return Err(
+                    "an endpoint SPIFFE ID applies only to the https_spiffe profile".into(),
+                );
+            }
+            other => {
+                return Err(format!(
+                    "invalid profile {other:?}: expected \"https_spiffe\" or \"https_web\""
+                ));
+            }
+        };
+        Ok(Self {
+            trust_domain,
+            url: uri,
+            profile,
+        })
+    }
+
+    /// Checks a stored relationship.
+    pub fn from_record(record: &FederationRecord) -> Result<Self, String> {
+        Self::from_parts(
+            record.trust_domain.clone(),
+            &record.bundle_endpoint_url,
+            &record.profile,
+            &record.endpoint_spiffe_id,
+        )
+    }
+
+    /// Returns the stored form.
+    pub fn to_record(&self) -> FederationRecord {
+        let (profile, endpoint_id) = match &self.profile {
+            PeerProfile::HttpsSpiffe { endpoint_id } => ("https_spiffe", endpoint_id.to_string()),
+            PeerProfile::HttpsWeb => ("https_web", String::new()),
+        };
+        FederationRecord {
+            trust_domain: self.trust_domain.clone(),
+            bundle_endpoint_url: self.url.to_string(),
+            profile: profile.to_owned(),
+            endpoint_spiffe_id: endpoint_id,
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+}
+
+/// Refresh state of one peer, shown by `tessera federation show`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct PeerStatus {
+    /// Time of the last fetch whose bundle was accepted.
+    pub last_success_at: Option<SystemTime>,
+    /// The error of the last fetch, cleared by a success.
+    pub last_error: Option<String>,
+    /// Time of the last failed fetch.
+    pub last_error_at: Option<SystemTime>,
+    /// Time of the next scheduled fetch.
+    pub next_refresh_at: Option<SystemTime>,
+}
+
+struct Peer {
+    relationship: Relationship,
+    status: PeerStatus,
+    wake: Arc<Notify>,
+    task: Option<AbortHandle>,
+}
+
+/// The federation relationships and federated bundles of a running server.
+#[derive(Default)]
+pub(crate) struct Federation {
+    peers: Mutex<BTreeMap<TrustDomain, Peer>>,
+    bundles: ArcSwap<BTreeMap<TrustDomain, Arc<TrustBundle>>>,
+    /// Serializes fetches and bundle writes, so a forced refresh and the
+    /// scheduled one cannot store bundles out of order.
+    pub(crate) fetch_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Federation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Federation")
+            .field("peers", &self.lock_peers().keys().collect::<Vec<_>>())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Federation {
+    fn lock_peers(&self) -> MutexGuard<'_, BTreeMap<TrustDomain, Peer>> {
+        self.peers.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Returns the current federated bundles.
+    pub fn bundles(&self) -> Arc<BTreeMap<TrustDomain, Arc<TrustBundle>>> {
+        self.bundles.load_full()
+    }
+
+    /// Returns the federated bundle of `td`.
+    pub fn bundle(&self, td: &TrustDomain) -> Option<Arc<TrustBundle>> {
+        self.bundles.load().get(td).cloned()
+    }
+
+    /// Returns the relationship with `td` and its status.
+    pub fn peer(&self, td: &TrustDomain) -> Option<(Relationship, PeerStatus)> {
+        self.lock_peers()
+            .get(td)
+            .map(|p| (p.relationship.clone(), p.status.clone()))
+    }
+
+    /// Returns every relationship with its status.
+    pub fn peers(&self) -> Vec<(Relationship, PeerStatus)> {
+        self.lock_peers()
+            .values()
+            .map(|p| (p.relationship.clone(), p.status.clone()))
+            .collect()
+    }
+
+    /// Updates the status of `td`, if it is still a peer.
+    pub fn update_status(&self, td: &TrustDomain, update: impl FnOnce(&mut PeerStatus)) {
+        if let Some(peer) = self.lock_peers().get_mut(td) {
+            update(&mut peer.status);
+        }
+    }
+
+    /// Replaces the in-memory bundle of `td`, or removes it with `None`,
+    /// and tells every sync stream.
+    pub fn set_bundle(&self, state: &ServerState, td: &TrustDomain, bundle: Option<TrustBundle>) {
+        let mut bundles = BTreeMap::clone(&self.bundles.load());
+        match bundle {
+            Some(bundle) => bundles.insert(td.clone(), Arc::new(bundle)),
+            None => bundles.remove(td),
+        };
+        self.bundles.store(Arc::new(bundles));
+        state.notify(SyncEvent::FederatedBundlesChanged);
+    }
+
+    /// Adds or replaces the relationship and (re)starts its refresh task.
+    pub fn upsert(&self, state: &Arc<ServerState>, relationship: Relationship) {
+        let td = relationship.trust_domain.clone();
+        let wake = Arc::new(Notify::new());
+        let mut peers = self.lock_peers();
+        let status = match peers.remove(&td) {
+            Some(old) => {
+                if let Some(task) = old.task {
+                    task.abort();
+                }
+                old.status
+            }
+            None => PeerStatus::default(),
+        };
+        let task = tokio::spawn(refresh::run(
+            Arc::clone(state),
+            td.clone(),
+            Arc::clone(&wake),
+        ));
+        peers.insert(
+            td,
+            Peer {
+                relationship,
+                status,
+                wake,
+                task: Some(task.abort_handle()),
+            },
+        );
+    }
+
+    /// Removes the relationship with `td` and stops its refresh task.
+    /// Returns whether there was one.
+    pub fn remove(&self, td: &TrustDomain) -> bool {
+        let Some(peer) = self.lock_peers().remove(td) else {
+            return false;
+        };
+        if let Some(task) = peer.task {
+            task.abort();
+        }
+        true
+    }
+
+    /// Wakes the refresh task of `td` so that it reschedules.
+    pub fn wake(&self, td: &TrustDomain) {
+        if let Some(peer) = self.lock_peers().get(td) {
+            peer.wake.notify_one();
+        }
+    }
+
+    /// Stops every refresh task.
+    pub fn stop_all(&self) {
+        for peer in self.lock_peers().values_mut() {
+            if let Some(task) = peer.task.take() {
+                task.abort();
+            }
+        }
+    }
+}
+
+/// Loads the stored relationships and foreign bundles and starts a refresh
+/// task per relationship.
+pub(crate) async fn start(state: &Arc<ServerState>) -> Result<(), crate::ServerError> {
+    let own = state.trust_domain().clone();
+    let stored = state
+        .store
+        .list_bundles()
+        .await
+        .map_err(crate::ServerError::Store)?;
+    let mut bundles = BTreeMap::new();
+    for (td, jwks) in stored {
+        if td == own {
+            continue;
+        }
+        match TrustBundle::from_jwks(&td, &jwks) {
+            Ok(bundle) => {
+                bundles.insert(td, Arc::new(bundle));
+            }
+            Err(e) => {
+                tracing::warn!(trust_domain = %td, error = %e, "ignoring an invalid stored federated bundle");
+            }
+        }
+    }
+    state.federation.bundles.store(Arc::new(bundles));
+
+    let records = state
+        .store
+        .list_federations()
+        .await
+        .map_err(crate::ServerError::Store)?;
+    for record in records {
+        match Relationship::from_record(&record) {
+            Ok(relationship) => state.federation.upsert(state, relationship),
+            Err(e) => {
+                tracing::warn!(trust_domain = %record.trust_domain, error = %e, "ignoring an invalid stored federation relationship");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs until shutdown, then stops the refresh tasks.
+pub(crate) async fn run(state: Arc<ServerState>) -> Result<(), crate::ServerError> {
+    start(&state).await?;
+    state.stopped().await;
+    state.federation.stop_all();
+    Ok(())
+}
+
+/// Returns the protobuf form of every federated bundle.
+pub(crate) fn bundles_to_proto(
+    bundles: &BTreeMap<TrustDomain, Arc<TrustBundle>>,
+) -> Vec<types::Bundle> {
+    bundles.values().map(|b| bundle_to_proto(b)).collect()
+}
+
+/// Parses a bundle file for `td`: the SPIFFE bundle format (JSON) or PEM
+/// certificates.
+pub(crate) fn parse_bundle_file(td: &TrustDomain, bytes: &[u8]) -> Result<TrustBundle, String> {
+    let text = std::str::from_utf8(bytes).map_err(|_| "the bundle is not UTF-8 text".to_owned())?;
+    let bundle = if text.trim_start().starts_with('{') {
+        TrustBundle::from_jwks(td, bytes).map_err(|e| format!("invalid SPIFFE bundle: {e}"))?
+    } else {
+        TrustBundle::from_pem(td, text).map_err(|e| format!("invalid PEM bundle: {e}"))?
+    };
+    check::check_authorities_trust_domain(&bundle)?;
+    Ok(bundle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn td(name: &str) -> TrustDomain {
+        TrustDomain::new(name).unwrap()
+    }
+
+    #[test]
+    fn relationship_from_parts_cases() {
+        let cases = [
+            ("https://127.0.0.1:8443/", "https_spiffe", "", true),
+            (
+                "https://127.0.0.1:8443/",
+                "https_spiffe",
+                "spiffe://b.org/x",
+                true,
+            ),
+            ("https://127.0.0.1:8443/", "https_web", "", true),
+            (
+                "https://127.0.0.1:8443/",
+                "https_web",
+                "spiffe://b.org/x",
+                false,
+            ),
+            ("http://127.0.0.1:8443/", "https_spiffe", "", false),
+            ("not a url", "https_spiffe", "", false),
+            (
+                "https://127.0.0.1:8443/",
+                "https_spiffe",
+                "not-an-id",
+                false,
+            ),
+            ("https://127.0.0.1:8443/", "ftp", "", false),
+        ];
+        for (url, profile, id, valid) in cases {
+            let result = Relationship::from_parts(td("b.org"), url, profile, id);
+            assert_eq!(result.is_ok(), valid, "{url} {profile} {id}: {result:?}");
+        }
+    }
+
+    #[test]
+    fn relationship_default_endpoint_id_is_server() {
+        let relationship =
+            Relationship::from_parts(td("b.org"), "https://h:1/", "https_spiffe", "").unwrap();
+        let expected = SpiffeId::parse("spiffe://b.org/tessera/server").unwrap();
+        assert_eq!(
+            relationship.profile,
+            PeerProfile::HttpsSpiffe {
+                endpoint_id: expected
+            }
+        );
+    }
+
+    #[test]
+    fn relationship_record_round_trip() {
+        let relationship =
+            Relationship::from_parts(td("b.org"), "https://h:1/b", "https_web", "").unwrap();
+        let back = Relationship::from_record(&relationship.to_record()).unwrap();
+        assert_eq!(back, relationship);
+    }
+}
+
+/// The federated bundles one sync stream has sent, to compute what to send
+/// next.
+#[derive(Debug, Default)]
+pub(crate) struct SentBundles(BTreeMap<TrustDomain, Arc<TrustBundle>>);
+
+impl SentBundles {
+    /// Returns every current bundle for a snapshot and remembers them.
+    pub fn snapshot(&mut self, federation: &Federation) -> Vec<types::Bundle> {
+        let current = federation.bundles();
+        self.0 = BTreeMap::clone(&current);
+        bundles_to_proto(&current)
+    }
+
+    /// Returns the bundles added or changed and the trust domains removed
+    /// since the last call, and remembers the current set.
+    pub fn changes(&mut self, federation: &Federation) -> (Vec<types::Bundle>, Vec<String>) {
+        let current = federation.bundles();
+        let changed = current
+            .iter()
+            .filter(|(td, bundle)| {
+                !self
+                    .0
+                    .get(*td)
+                    .is_some_and(|sent| Arc::ptr_eq(sent, bundle))
+            })
+            .map(|(_, bundle)| bundle_to_proto(bundle))
+            .collect();
+        let removed = self
+            .0
+            .keys()
+            .filter(|td| !current.contains_key(*td))
+            .map(ToString::to_string)
+            .collect();
+        self.0 = BTreeMap::clone(&current);
+        (changed, removed)
+    }
+}
