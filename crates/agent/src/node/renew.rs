@@ -59,7 +59,10 @@ impl AgentSvidRenewal {
                 ))?;
             let (not_before, not_after) = certificate_validity(current.leaf())
                 .map_err(|reason| AgentError::invalid_response("RenewAgent", reason))?;
-            let renew_at = renewal_time(not_before, not_after);
+            // The CA backdates notBefore to absorb clock skew, so the
+            // lifetime is measured from when the SVID is in hand: halfway
+            // through what remains of it.
+            let renew_at = renewal_time(not_before.max(SystemTime::now()), not_after);
             tracing::info!(agent_id = %current.spiffe_id(), renew_at = ?renew_at, "agent SVID renewal scheduled");
             tokio::time::sleep(duration_until(renew_at, SystemTime::now())).await;
 

@@ -345,7 +345,9 @@ fn accept_result(
     let (not_before, not_after) = certificate_validity(svid.leaf())?;
     // An SVID that arrives already at half its lifetime (a short TTL, or a
     // CA near its own expiry) is kept at least MIN_RENEWAL_INTERVAL.
-    let renew_at = renewal_time(not_before, not_after).max(now + MIN_RENEWAL_INTERVAL);
+    // The CA backdates notBefore to absorb clock skew, so the lifetime is
+    // measured from `now`, when the SVID is in hand.
+    let renew_at = renewal_time(not_before.max(now), not_after).max(now + MIN_RENEWAL_INTERVAL);
     Ok(WorkloadSvid {
         svid,
         params: SvidParams::of(entry),
