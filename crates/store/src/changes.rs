@@ -1,5 +1,5 @@
-//! The change feed: one row per write to entries, agents or bundles,
-//! appended in the write's own transaction. Servers that share a database
+//! The change feed: one row per write to entries, agents, bundles or
+//! federation relationships, appended in the write's own transaction. Servers that share a database
 //! poll it to learn of each other's writes.
 
 use std::str::FromStr;
@@ -29,6 +29,12 @@ pub enum ChangeKind {
     /// An attested agent was deleted; the object ID is the agent's SPIFFE
     /// ID.
     AgentDeleted,
+    /// A federation relationship was stored; the object ID is the foreign
+    /// trust domain name.
+    FederationUpdated,
+    /// A federation relationship was deleted; the object ID is the foreign
+    /// trust domain name.
+    FederationDeleted,
 }
 
 impl ChangeKind {
@@ -41,6 +47,8 @@ impl ChangeKind {
             Self::BundleDeleted => "bundle_deleted",
             Self::AgentUpdated => "agent_updated",
             Self::AgentDeleted => "agent_deleted",
+            Self::FederationUpdated => "federation_updated",
+            Self::FederationDeleted => "federation_deleted",
         }
     }
 }
@@ -56,6 +64,8 @@ impl FromStr for ChangeKind {
             "bundle_deleted" => Self::BundleDeleted,
             "agent_updated" => Self::AgentUpdated,
             "agent_deleted" => Self::AgentDeleted,
+            "federation_updated" => Self::FederationUpdated,
+            "federation_deleted" => Self::FederationDeleted,
             other => return Err(format!("unknown change kind {other:?}")),
         };
         Ok(kind)
@@ -87,7 +97,7 @@ impl Store {
     ///
     /// A reader that starts from scratch calls [`Store::latest_revision`]
     /// before loading the full state, then continues from that revision.
-    /// It sees the changes in between twice, so applying a change must be
+    /// It receives the changes in between twice, so applying a change must be
     /// idempotent.
     ///
     /// # Errors
@@ -255,6 +265,8 @@ mod tests {
             ChangeKind::BundleDeleted,
             ChangeKind::AgentUpdated,
             ChangeKind::AgentDeleted,
+            ChangeKind::FederationUpdated,
+            ChangeKind::FederationDeleted,
         ];
         for kind in kinds {
             assert_eq!(kind.as_str().parse::<ChangeKind>(), Ok(kind));

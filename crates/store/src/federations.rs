@@ -6,6 +6,7 @@
 use sqlx::any::AnyRow;
 use tessera_spiffe::TrustDomain;
 
+use crate::changes::{ChangeKind, append_change};
 use crate::error::query_failed;
 use crate::row::RowReader;
 use crate::{Store, StoreError, unix_now};
@@ -74,6 +75,15 @@ impl Store {
             .await
             .map_err(query_failed(OPERATION))?;
         }
+
+        append_change(
+            &mut tx,
+            self.backend,
+            ChangeKind::FederationUpdated,
+            record.trust_domain.name(),
+            now,
+        )
+        .await?;
         tx.commit().await.map_err(query_failed(OPERATION))
     }
 
@@ -126,8 +136,20 @@ impl Store {
                 .await
                 .map_err(query_failed(OPERATION))?
                 .rows_affected();
+        if deleted == 0 {
+            return Ok(false);
+        }
+
+        append_change(
+            &mut tx,
+            self.backend,
+            ChangeKind::FederationDeleted,
+            td.name(),
+            unix_now(),
+        )
+        .await?;
         tx.commit().await.map_err(query_failed(OPERATION))?;
-        Ok(deleted > 0)
+        Ok(true)
     }
 }
 

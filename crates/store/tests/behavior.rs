@@ -51,6 +51,7 @@ backend_tests!(
     agent_upsert_keeps_ban,
     agent_missing_not_found,
     bundle_round_trip,
+    federation_round_trip,
     changes_in_write_order,
     changes_limit_and_resume,
     changes_prune_keeps_newest,
@@ -66,7 +67,7 @@ mod cases {
 
     use tessera_registration::{EntryId, Selector};
     use tessera_spiffe::SpiffeId;
-    use tessera_store::{ChangeKind, ObjectKind, Store, StoreError};
+    use tessera_store::{ChangeKind, FederationRecord, ObjectKind, Store, StoreError};
 
     use crate::common::{TEST_TIMEOUT, TestDb, agent, entry, trust_domain};
 
@@ -708,6 +709,60 @@ mod cases {
         assert!(
             matches!(&err, StoreError::NotFound { kind: ObjectKind::Bundle, id } if id == "partner.example"),
             "{err:?}"
+        );
+    }
+
+    pub async fn federation_round_trip(db: &TestDb) {
+        let store = db.open().await;
+        let partner = trust_domain("partner.example");
+        let record = FederationRecord {
+            trust_domain: partner.clone(),
+            bundle_endpoint_url: "https://127.0.0.1:8443/bundle".to_owned(),
+            profile: "https_spiffe".to_owned(),
+            endpoint_spiffe_id: "spiffe://partner.example/tessera/server".to_owned(),
+            created_at: 0,
+            updated_at: 0,
+        };
+
+        assert_eq!(store.get_federation(&partner).await.unwrap(), None);
+        store.put_federation(&record).await.unwrap();
+        let stored = store.get_federation(&partner).await.unwrap().unwrap();
+        assert_eq!(stored.bundle_endpoint_url, record.bundle_endpoint_url);
+        assert_eq!(stored.profile, record.profile);
+        assert_eq!(stored.endpoint_spiffe_id, record.endpoint_spiffe_id);
+        assert!(stored.created_at > 0, "created_at is set");
+
+        let mut web = record.clone();
+        web.profile = "https_web".to_owned();
+        web.endpoint_spiffe_id.clear();
+        store.put_federation(&web).await.unwrap();
+        let listed = store.list_federations().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].profile, "https_web");
+        assert_eq!(
+            listed[0].created_at, stored.created_at,
+            "replacing keeps created_at"
+        );
+
+        assert!(store.delete_federation(&partner).await.unwrap());
+        assert!(!store.delete_federation(&partner).await.unwrap());
+
+        let kinds: Vec<(ChangeKind, String)> = store
+            .changes_since(0, 100)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|c| (c.kind, c.object_id))
+            .collect();
+        let name = "partner.example".to_owned();
+        assert_eq!(
+            kinds,
+            vec![
+                (ChangeKind::FederationUpdated, name.clone()),
+                (ChangeKind::FederationUpdated, name.clone()),
+                (ChangeKind::FederationDeleted, name),
+            ],
+            "federation writes reach the change feed; a delete of nothing does not"
         );
     }
 
