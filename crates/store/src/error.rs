@@ -32,8 +32,8 @@ impl std::fmt::Display for ObjectKind {
 pub enum StoreError {
     /// The datastore URL names a scheme that no backend serves.
     #[error(
-        "unsupported datastore URL scheme {scheme:?}; the supported scheme is sqlite \
-         (for example sqlite:///var/lib/tessera/datastore.sqlite3)"
+        "unsupported datastore URL scheme {scheme:?}; supported schemes are \
+         sqlite, postgres and mysql (for example sqlite:///var/lib/tessera/datastore.sqlite3)"
     )]
     UnsupportedScheme {
         /// The scheme of the URL, without the colon.
@@ -70,6 +70,16 @@ pub enum StoreError {
         database_version: i64,
         /// The newest migration version this build contains.
         supported_version: i64,
+    },
+
+    /// Another server held the migration lock for too long.
+    #[error(
+        "timed out after {waited:?} waiting for another server to finish migrating the \
+         datastore schema; check that server's logs, then start this one again"
+    )]
+    MigrationLockTimeout {
+        /// How long the store waited.
+        waited: std::time::Duration,
     },
 
     /// Applying the schema migrations failed.

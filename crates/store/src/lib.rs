@@ -1,5 +1,6 @@
 //! The Tessera registration store: registration entries, attested agents,
-//! join tokens, trust bundles and a change feed, in SQLite through `sqlx`.
+//! join tokens, trust bundles and a change feed, in SQLite, PostgreSQL or
+//! MySQL/MariaDB through `sqlx`.
 //!
 //! Every write runs in one transaction that also appends a row to the
 //! change feed, so servers sharing a database can follow each other's
@@ -57,13 +58,18 @@ impl Store {
     ///   `synchronous=FULL`, so a write that returned survives a crash of
     ///   the process, and of the machine when the disk honors `fsync`.
     /// - `sqlite::memory:`: a private in-memory database, lost on drop.
+    /// - `postgres://user:password@host:port/database` (or
+    ///   `postgresql://`) and `mysql://user:password@host:port/database`
+    ///   (or `mariadb://`), with sqlx's connection options. The database
+    ///   must exist; the store creates its tables.
     ///
     /// # Errors
     ///
     /// [`StoreError::UnsupportedScheme`] for an unknown scheme,
     /// [`StoreError::InvalidUrl`], [`StoreError::Connect`],
     /// [`StoreError::SchemaTooNew`] when a newer build migrated the
-    /// database, and [`StoreError::Migrate`].
+    /// database, [`StoreError::MigrationLockTimeout`] and
+    /// [`StoreError::Migrate`].
     pub async fn open(url: &str) -> Result<Store, StoreError> {
         let backend = Backend::from_url(url)?;
         let pool = backend.connect(url).await?;
@@ -84,7 +90,7 @@ impl Store {
         Ok(Store { pool, backend })
     }
 
-    /// Returns the backend name, such as `sqlite`.
+    /// Returns the backend name: `sqlite`, `postgres` or `mysql`.
     pub fn backend_name(&self) -> &'static str {
         self.backend.name()
     }

@@ -1,14 +1,16 @@
 //! Schema migrations. sqlx's migrator records applied versions in the
 //! `_sqlx_migrations` table. Servers that start together apply each
-//! migration once: SQLite has no migration lock in sqlx 0.8, so a
-//! migration that loses a race is retried. A database migrated by a newer
-//! build is rejected before anything is applied.
+//! migration once. On PostgreSQL, sqlx holds an advisory lock while it
+//! runs. On MySQL and MariaDB, the store takes a named lock itself. SQLite
+//! has no lock, so a migration that loses a race there is retried. A
+//! database migrated by a newer build is rejected before anything is
+//! applied.
 
 use sqlx::migrate::{Migrate, MigrateError};
 use sqlx::{AnyConnection, AnyPool};
 
 use crate::StoreError;
-use crate::backend::Backend;
+use crate::backend::{Backend, MigrationLock};
 use crate::error::query_failed;
 
 /// Applies pending migrations and returns the schema version.
@@ -34,16 +36,43 @@ pub(crate) async fn migrate(pool: &AnyPool, backend: Backend) -> Result<i64, Sto
     result.map(|()| supported_version)
 }
 
-/// Runs the migrator and maps its errors.
+/// Runs the migrator inside the store's own migration lock, when the
+/// backend needs one.
 async fn migrate_locked(
     conn: &mut AnyConnection,
     backend: Backend,
     supported_version: i64,
 ) -> Result<(), StoreError> {
-    match run_migrator(conn, backend).await {
-        Ok(()) => Ok(()),
-        Err(err) => Err(migrate_error(conn, err, supported_version).await),
+    let lock = backend.migration_lock();
+    if let Some(lock) = &lock {
+        acquire(conn, lock).await?;
     }
+
+    let result = run_migrator(conn, backend).await;
+    if let Err(err) = result {
+        return Err(migrate_error(conn, err, supported_version).await);
+    }
+
+    if let Some(lock) = &lock {
+        sqlx::query(lock.release)
+            .execute(&mut *conn)
+            .await
+            .map_err(query_failed("release the migration lock"))?;
+    }
+    Ok(())
+}
+
+async fn acquire(conn: &mut AnyConnection, lock: &MigrationLock) -> Result<(), StoreError> {
+    let acquired: Option<i64> = sqlx::query_scalar(lock.acquire)
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(query_failed("take the migration lock"))?;
+    if acquired != Some(1) {
+        return Err(StoreError::MigrationLockTimeout {
+            waited: lock.timeout,
+        });
+    }
+    Ok(())
 }
 
 async fn run_migrator(conn: &mut AnyConnection, backend: Backend) -> Result<(), MigrateError> {

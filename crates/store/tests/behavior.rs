@@ -12,6 +12,8 @@ use common::{Backend, TestDb};
 macro_rules! backend_tests {
     ($($case:ident),* $(,)?) => {
         backend_tests!(@backend sqlite, Backend::Sqlite, $($case),*);
+        backend_tests!(@backend postgres, Backend::Postgres, $($case),*);
+        backend_tests!(@backend mysql, Backend::MySql, $($case),*);
     };
     (@backend $module:ident, $backend:expr, $($case:ident),*) => {
         mod $module {

@@ -84,7 +84,7 @@ async fn open_rejects_unknown_scheme() {
     assert!(matches!(&err, StoreError::UnsupportedScheme { scheme } if scheme == "redis"));
     let message = err.to_string();
     assert!(message.contains("\"redis\""), "{message}");
-    assert!(message.contains("supported scheme is sqlite"), "{message}");
+    assert!(message.contains("sqlite, postgres and mysql"), "{message}");
 }
 
 /// Writes entries to the database named by [`CHILD_DB_ENV`] and prints

@@ -7,19 +7,35 @@
 //! what differs: connection settings, its migrations and DDL, the
 //! placeholder style, and how a write transaction starts.
 
+mod mysql;
+mod postgres;
 mod sqlite;
 
 use std::borrow::Cow;
+use std::time::Duration;
 
 use sqlx::AnyPool;
 use sqlx::migrate::Migrator;
 
 use crate::StoreError;
 
+/// Statements that take and release a lock on the whole database.
+pub(crate) struct MigrationLock {
+    /// Statement that returns 1 once the lock is held and 0 after
+    /// `timeout`.
+    pub(crate) acquire: &'static str,
+    /// Statement that releases the lock.
+    pub(crate) release: &'static str,
+    /// How long `acquire` waits.
+    pub(crate) timeout: Duration,
+}
+
 /// The database behind a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Backend {
     Sqlite,
+    Postgres,
+    MySql,
 }
 
 impl Backend {
@@ -28,6 +44,8 @@ impl Backend {
         let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
         match scheme {
             "sqlite" => Ok(Self::Sqlite),
+            "postgres" | "postgresql" => Ok(Self::Postgres),
+            "mysql" | "mariadb" => Ok(Self::MySql),
             _ => Err(StoreError::UnsupportedScheme {
                 scheme: scheme.to_owned(),
             }),
@@ -38,6 +56,8 @@ impl Backend {
     pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Sqlite => "sqlite",
+            Self::Postgres => "postgres",
+            Self::MySql => "mysql",
         }
     }
 
@@ -46,6 +66,8 @@ impl Backend {
         sqlx::any::install_default_drivers();
         match self {
             Self::Sqlite => sqlite::connect(url).await,
+            Self::Postgres => postgres::connect(url).await,
+            Self::MySql => mysql::connect(url).await,
         }
     }
 
@@ -53,14 +75,31 @@ impl Backend {
     pub(crate) fn migrator(self) -> &'static Migrator {
         match self {
             Self::Sqlite => &sqlite::MIGRATOR,
+            Self::Postgres => &postgres::MIGRATOR,
+            Self::MySql => &mysql::MIGRATOR,
+        }
+    }
+
+    /// Returns the lock that the store takes around migrations itself,
+    /// for backends where sqlx's migration lock does not hold.
+    pub(crate) fn migration_lock(self) -> Option<MigrationLock> {
+        match self {
+            Self::Sqlite | Self::Postgres => None,
+            Self::MySql => Some(MigrationLock {
+                acquire: mysql::MIGRATION_LOCK,
+                release: mysql::MIGRATION_UNLOCK,
+                timeout: mysql::MIGRATION_LOCK_TIMEOUT,
+            }),
         }
     }
 
     /// Returns whether a lock keeps two processes from applying the same
-    /// migration at once.
+    /// migration at once: sqlx's advisory lock on PostgreSQL, or
+    /// [`Backend::migration_lock`].
     pub(crate) fn has_migration_lock(self) -> bool {
         match self {
             Self::Sqlite => false,
+            Self::Postgres | Self::MySql => true,
         }
     }
 
@@ -69,6 +108,7 @@ impl Backend {
     pub(crate) fn begin_statement(self) -> Option<&'static str> {
         match self {
             Self::Sqlite => Some(sqlite::BEGIN_WRITE),
+            Self::Postgres | Self::MySql => None,
         }
     }
 
@@ -77,6 +117,8 @@ impl Backend {
     pub(crate) fn write_lock_statement(self) -> Option<&'static str> {
         match self {
             Self::Sqlite => None,
+            Self::Postgres => Some(postgres::WRITE_LOCK),
+            Self::MySql => Some(mysql::WRITE_LOCK),
         }
     }
 
@@ -84,7 +126,8 @@ impl Backend {
     /// Statements in this crate never contain a literal question mark.
     pub(crate) fn sql(self, statement: &str) -> Cow<'_, str> {
         match self {
-            Self::Sqlite => Cow::Borrowed(statement),
+            Self::Sqlite | Self::MySql => Cow::Borrowed(statement),
+            Self::Postgres => Cow::Owned(postgres::numbered_placeholders(statement)),
         }
     }
 }
@@ -102,6 +145,10 @@ mod tests {
                 Backend::Sqlite,
             ),
             ("sqlite:datastore.sqlite3", Backend::Sqlite),
+            ("postgres://postgres@127.0.0.1/tessera", Backend::Postgres),
+            ("postgresql://postgres@127.0.0.1/tessera", Backend::Postgres),
+            ("mysql://root@127.0.0.1/tessera", Backend::MySql),
+            ("mariadb://root@127.0.0.1/tessera", Backend::MySql),
         ];
         for (url, expected) in cases {
             let backend = Backend::from_url(url).unwrap_or_else(|e| panic!("{url}: {e}"));
@@ -118,7 +165,7 @@ mod tests {
                 "{url}: {err:?}"
             );
             let message = err.to_string();
-            assert!(message.contains("supported scheme is sqlite"), "{message}");
+            assert!(message.contains("sqlite, postgres and mysql"), "{message}");
         }
     }
 }
