@@ -114,13 +114,13 @@ fn join_token_reuse_fails_attestation() {
     let cluster = Cluster::start_server_only(Options::default());
     let token = cluster.generate_token(None);
     let mut first = cluster.spawn_agent("first", &token.token);
-    let first_socket = cluster.agent_socket("first");
+    let admin = cluster.admin_socket();
     common::wait_until(
-        "the first agent's Workload API socket",
+        "the first agent's attestation",
         common::READY_TIMEOUT,
         || {
             first.assert_running();
-            common::socket_accepts(&first_socket)
+            common::agent_listed(&admin, &token.agent_id)
         },
     );
 

@@ -346,6 +346,12 @@ log_level = "info"
         self.wait_daemon("agent", "the Workload API socket", || {
             socket_accepts(&socket)
         });
+        // The agent serves its socket before it attests.
+        let admin = self.admin_socket();
+        let agent_id = token.agent_id.clone();
+        self.wait_daemon("agent", "node attestation", || {
+            agent_listed(&admin, &agent_id)
+        });
     }
 
     /// Waits for `ready`, failing fast with the logs when a daemon exits.
@@ -490,6 +496,19 @@ impl Drop for Cluster {
             eprintln!("==== cluster logs ====\n{}", self.logs());
         }
     }
+}
+
+/// Returns whether `tessera agent list` on the server at `admin_socket`
+/// shows `agent_id`, which it does once the agent has attested.
+pub fn agent_listed(admin_socket: &Path, agent_id: &str) -> bool {
+    let mut command = Command::new(tessera_bin());
+    command
+        .args(["agent", "list", "--output", "json"])
+        .env("TESSERA_ADMIN_SOCKET", admin_socket);
+    let output = run_with_timeout(command, COMMAND_TIMEOUT).success();
+    let json = output.json();
+    let agents = json["agents"].as_array().cloned().unwrap_or_default();
+    agents.iter().any(|agent| agent["spiffe_id"] == agent_id)
 }
 
 /// Entries in the JSON of `entry list`: either an array or an object with an
