@@ -201,8 +201,23 @@ fn current_user() -> Result<(String, u32)> {
     let uid = rustix::process::getuid().as_raw();
     let name = std::env::var("USER")
         .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|name| !name.is_empty())
+        .or_else(|| user_name_from_passwd(uid))
         .unwrap_or_default();
     Ok((path_segment_for_user(&name, uid), uid))
+}
+
+/// Looks up the name of `uid` in `/etc/passwd`, for shells and containers
+/// that do not set `USER`.
+fn user_name_from_passwd(uid: u32) -> Option<String> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok()?;
+    passwd.lines().find_map(|line| {
+        let mut fields = line.split(':');
+        let name = fields.next()?;
+        let line_uid: u32 = fields.nth(1)?.parse().ok()?;
+        (line_uid == uid).then(|| name.to_owned())
+    })
 }
 
 /// Turns a user name into a SPIFFE ID path segment: characters outside
@@ -310,6 +325,11 @@ fn ready_text(view: &ReadyView) -> String {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn user_name_from_passwd_finds_root() {
+        assert_eq!(super::user_name_from_passwd(0).as_deref(), Some("root"));
+    }
+
     use super::*;
 
     #[test]
