@@ -96,6 +96,11 @@ fn run_dev_once(data_dir: &Path, log: &Path, stop: Stop) -> String {
         .stdout;
 
     let children = common::child_pids(dev.pid());
+    assert_eq!(
+        children.len(),
+        2,
+        "dev runs the server and the agent as child processes: {children:?}"
+    );
     match stop {
         Stop::CtrlC => dev.signal_group(Signal::INT),
         Stop::SigintToDev => dev.signal(Signal::INT),
