@@ -143,10 +143,12 @@ def fetch_x509_raw(endpoint: str, options: list[tuple[str, str]]):
 
 
 def test_grpc_core_default_authority_accepted(cluster):
-    """grpcio (gRPC C-core) sends a Unix socket's path as `:authority`, which
-    is not a valid URI authority; py-spiffe cannot change it, so the agent
-    must accept it. The `localhost` call is the control: when only it
-    passes, the agent's HTTP/2 layer rejects the path authority."""
+    """Accept the `:authority` that grpcio sends over a Unix socket.
+
+    grpcio (gRPC C-core) sends the socket's path, which is not a valid URI
+    authority. py-spiffe cannot change it, so the agent must accept it. The
+    `localhost` call is the control: when only it passes, the agent's HTTP/2
+    layer rejects the path authority."""
     control = fetch_x509_raw(cluster.endpoint, [("grpc.default_authority", "localhost")])
     assert [svid.spiffe_id for svid in control.svids] == [WORKLOAD_ID]
 

@@ -91,9 +91,9 @@ async fn x509_svid_renews_on_open_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn short_lived_svids_renew_before_expiry() {
-    // A 4 s lifetime is shorter than the CA's 10 s backdating; the server
-    // accepts it, so a watching workload must still never hold an expired
-    // SVID.
+    // A 4 s lifetime is shorter than the CA's 10 s backdating of notBefore.
+    // The server accepts it, so a watching workload must still never hold
+    // an expired SVID.
     let options = Options {
         x509_ttl: "4s".into(),
         ..Options::default()
