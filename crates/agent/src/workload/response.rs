@@ -168,6 +168,24 @@ fn caller_bundles<'a>(
     Ok(bundles)
 }
 
+/// Returns copies of the bundles a caller may validate JWT-SVIDs with:
+/// the agent's own trust domain and those its entries federate with.
+///
+/// # Errors
+///
+/// Returns `Unavailable` when the agent has no bundle.
+pub fn caller_bundle_source(
+    state: &CacheState,
+    selectors: &SelectorSet,
+    now: SystemTime,
+) -> Result<BTreeMap<TrustDomain, TrustBundle>, Status> {
+    let bundles = caller_bundles(state, selectors, now)?;
+    Ok(bundles
+        .into_iter()
+        .map(|(td, bundle)| (td.clone(), bundle.clone()))
+        .collect())
+}
+
 fn own_bundle(state: &CacheState) -> Result<&TrustBundle, Status> {
     state
         .bundle()

@@ -29,8 +29,8 @@ use crate::svid::jwt::JwtSvidCache;
 use crate::workload::attestor::WorkloadAttestor;
 use crate::workload::peer::PeerInfo;
 use crate::workload::response::{
-    NO_IDENTITY, X509View, caller_entries, jwt_bundles_response, x509_bundles_response,
-    x509_svid_view,
+    NO_IDENTITY, X509View, caller_bundle_source, caller_entries, jwt_bundles_response,
+    x509_bundles_response, x509_svid_view,
 };
 use crate::workload::struct_value::json_object_to_struct;
 
@@ -359,6 +359,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
         request: Request<ValidateJwtsvidRequest>,
     ) -> Result<Response<ValidateJwtsvidResponse>, Status> {
         check_security_header(&request)?;
+        let selectors = self.attest(&request).await?;
         let request = request.into_inner();
         if request.audience.is_empty() {
             return Err(Status::invalid_argument("audience is required"));
@@ -370,13 +371,13 @@ impl SpiffeWorkloadApi for WorkloadApi {
             self.wait_for_sync().await;
         }
 
-        // The cache is the bundle source: it contains the bundles of the
-        // agent's own trust domain and of every federated trust domain.
-        let verified = self
+        // The bundle source is the agent's own trust domain and the trust
+        // domains that the caller's entries federate with.
+        let now = SystemTime::now();
+        let bundles = self
             .cache
-            .read(|state| {
-                validate_jwt_svid(&request.svid, &request.audience, state, SystemTime::now())
-            })
+            .read(|state| caller_bundle_source(state, &selectors, now))?;
+        let verified = validate_jwt_svid(&request.svid, &request.audience, &bundles, now)
             .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: verified.spiffe_id().to_string(),
