@@ -148,6 +148,7 @@ async fn start_tasks(
         listener,
     ));
     tasks.spawn(rotation::run(Arc::clone(state), Arc::clone(&identity)));
+    tasks.spawn(crate::feed::run(Arc::clone(state)));
     tasks.spawn(crate::federation::run(Arc::clone(state)));
     crate::bundle_endpoint::start(state, &identity, &mut tasks).await?;
     tasks.spawn(identity::run_renewal(Arc::clone(state), identity));

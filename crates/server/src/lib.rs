@@ -15,6 +15,7 @@ mod cache;
 pub mod config;
 mod daemon;
 mod error;
+mod feed;
 mod federation;
 mod ids;
 mod rotation;

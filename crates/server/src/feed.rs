@@ -1,0 +1,242 @@
+//! Change-feed tailing for several servers on one database: a task polls
+//! `Store::changes_since` and applies the writes of other servers to the
+//! entry cache and the sync streams, as the admin write path does for
+//! local writes. It also prunes changes older than an hour.
+//!
+//! Polling, not PostgreSQL LISTEN/NOTIFY: the store runs on sqlx's `Any`
+//! pool, which has no listener, and one indexed `revision > ?` query every
+//! [`POLL_INTERVAL`] serves all three backends the same way.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tessera_registration::EntryId;
+use tessera_spiffe::SpiffeId;
+use tessera_store::{Change, ChangeKind, Revision, StoreError};
+use tracing::Instrument;
+
+use crate::ServerError;
+use crate::cache::EntryCache;
+use crate::state::{ServerState, SyncEvent};
+
+/// Time between two polls of the change feed. A write on another server
+/// reaches this server's sync streams after about this long.
+pub(crate) const POLL_INTERVAL: Duration = Duration::from_millis(150);
+/// Maximum changes read per poll.
+const BATCH: u32 = 500;
+/// Age after which a change may be pruned. A server that stops polling
+/// for longer reloads its whole cache when it resumes.
+const RETENTION: Duration = Duration::from_secs(3600);
+/// Time between two prunes.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
+/// Wait after a failed poll before the next one.
+const RETRY_AFTER: Duration = Duration::from_secs(1);
+
+/// Tails the change feed until shutdown.
+pub(crate) async fn run(state: Arc<ServerState>) -> Result<(), ServerError> {
+    let span = tracing::info_span!("change_feed", trust_domain = %state.trust_domain());
+    async move {
+        let stopped = state.stopped();
+        tokio::pin!(stopped);
+        let mut tail = Tail::new(state.cache().revision());
+        let mut failing = false;
+        loop {
+            let wait = match tail.poll(&state).await {
+                Ok(()) => {
+                    if failing {
+                        tracing::info!(revision = tail.applied, "change feed reachable again");
+                        failing = false;
+                    }
+                    POLL_INTERVAL
+                }
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(error = %crate::error_chain(&e), "failed to read the change feed; retrying");
+                        failing = true;
+                    }
+                    RETRY_AFTER
+                }
+            };
+            tokio::select! {
+                () = &mut stopped => return Ok(()),
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+    .instrument(span)
+    .await
+}
+
+/// The reader's position in the feed and its pruning schedule.
+struct Tail {
+    /// Highest revision applied. Changes up to it are never read again.
+    applied: Revision,
+    /// `(when, applied)` samples taken every [`PRUNE_INTERVAL`]: a revision
+    /// sampled more than [`RETENTION`] ago is old enough to prune below.
+    samples: VecDeque<(Instant, Revision)>,
+    last_sample: Option<Instant>,
+}
+
+impl Tail {
+    fn new(applied: Revision) -> Self {
+        Self {
+            applied,
+            samples: VecDeque::new(),
+            last_sample: None,
+        }
+    }
+
+    /// Reads and applies every change after `applied`, then prunes when due.
+    async fn poll(&mut self, state: &ServerState) -> Result<(), StoreError> {
+        loop {
+            let changes = match state.store.changes_since(self.applied, BATCH).await {
+                Ok(changes) => changes,
+                Err(StoreError::ChangesPruned { pruned_through, .. }) => {
+                    tracing::warn!(
+                        applied = self.applied,
+                        pruned_through,
+                        "the change feed was pruned past this server's position; reloading every entry"
+                    );
+                    self.applied = reload(state).await?;
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let full = changes.len() == BATCH as usize;
+            let Some(last) = changes.last().map(|change| change.revision) else {
+                break;
+            };
+            apply(state, &changes).await?;
+            self.applied = last;
+            state.advance_revision(last);
+            if !full {
+                break;
+            }
+        }
+        self.prune_if_due(state).await
+    }
+
+    async fn prune_if_due(&mut self, state: &ServerState) -> Result<(), StoreError> {
+        let now = Instant::now();
+        if self
+            .last_sample
+            .is_some_and(|at| now.duration_since(at) < PRUNE_INTERVAL)
+        {
+            return Ok(());
+        }
+        self.last_sample = Some(now);
+        self.samples.push_back((now, self.applied));
+
+        let mut horizon = None;
+        while let Some(&(at, revision)) = self.samples.front() {
+            if now.duration_since(at) < RETENTION {
+                break;
+            }
+            horizon = Some(revision);
+            self.samples.pop_front();
+        }
+        if let Some(before) = horizon {
+            let deleted = state.store.prune_changes(before).await?;
+            tracing::debug!(before, deleted, "pruned old changes");
+        }
+        Ok(())
+    }
+}
+
+/// Applies a batch of changes in revision order and notifies the sync
+/// streams once per kind of event.
+async fn apply(state: &ServerState, changes: &[Change]) -> Result<(), StoreError> {
+    let mut entries_changed = false;
+    for change in changes {
+        match change.kind {
+            ChangeKind::EntryUpserted | ChangeKind::EntryDeleted => {
+                entries_changed |= apply_entry(state, change).await?;
+            }
+            ChangeKind::AgentUpdated | ChangeKind::AgentDeleted => {
+                // The stream of that agent, if open here, re-reads the
+                // record: it ends when the agent was banned or deleted.
+                match change.object_id.parse::<SpiffeId>() {
+                    Ok(agent_id) => state.notify(SyncEvent::AgentUpdated(agent_id)),
+                    Err(e) => skip_invalid(change, &e),
+                }
+            }
+            // NOTE: bundles and federation relationships written by another
+            // server are not followed yet. Each server publishes its own
+            // CA's bundle and keeps its own federation state.
+            ChangeKind::BundleUpdated
+            | ChangeKind::BundleDeleted
+            | ChangeKind::FederationUpdated
+            | ChangeKind::FederationDeleted => {}
+        }
+    }
+    if entries_changed {
+        state.notify(SyncEvent::EntriesChanged);
+    }
+    Ok(())
+}
+
+/// Re-reads the entry a change names and brings the cache in line with the
+/// store. Returns whether the cache changed: it does not for this
+/// server's own writes, which the admin path applied already.
+async fn apply_entry(state: &ServerState, change: &Change) -> Result<bool, StoreError> {
+    let id = match EntryId::parse(&change.object_id) {
+        Ok(id) => id,
+        Err(e) => {
+            skip_invalid(change, &e);
+            return Ok(false);
+        }
+    };
+
+    // The admin write lock keeps a local write from landing between the
+    // read below and the cache update, which would bring back stale data.
+    let _write = state.write_lock.lock().await;
+    let stored = state.store.get_entry(&id).await?;
+    let mut cache = state.cache_mut();
+    let changed = match stored {
+        Some(entry) => {
+            let same = cache
+                .get(&id)
+                .is_some_and(|cached| cached.revision == entry.revision);
+            if !same {
+                cache.upsert(entry, change.revision);
+            }
+            !same
+        }
+        None => cache.remove(&id, change.revision).is_some(),
+    };
+    if changed {
+        tracing::debug!(entry_id = %id, revision = change.revision, kind = %change.kind, "applied a change from another server");
+    }
+    Ok(changed)
+}
+
+/// Replaces the entry cache with the store's entries and returns the
+/// revision it was read at.
+async fn reload(state: &ServerState) -> Result<Revision, StoreError> {
+    let _write = state.write_lock.lock().await;
+    // The revision is read first: changes after it are read again later,
+    // and applying them twice is harmless.
+    let revision = state.store.latest_revision().await?;
+    let entries = state.store.list_entries().await?;
+    let count = entries.len();
+    *state.cache_mut() = EntryCache::new(entries, revision);
+    state.advance_revision(revision);
+    tracing::info!(entries = count, revision, "reloaded the entry cache");
+
+    state.notify(SyncEvent::EntriesChanged);
+    for agent in state.store.list_agents().await? {
+        state.notify(SyncEvent::AgentUpdated(agent.spiffe_id));
+    }
+    Ok(revision)
+}
+
+fn skip_invalid(change: &Change, error: &dyn std::fmt::Display) {
+    tracing::warn!(
+        revision = change.revision,
+        kind = %change.kind,
+        object_id = %change.object_id,
+        error = %error,
+        "skipped a change with an invalid object ID"
+    );
+}

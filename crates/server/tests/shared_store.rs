@@ -1,0 +1,192 @@
+//! Two servers of one trust domain on one database: an entry created
+//! through server A's admin API reaches server B's entry cache and an
+//! agent's sync stream on B through the change feed. Runs on a shared
+//! SQLite file, and on PostgreSQL at 127.0.0.1:5432 (user postgres, trust
+//! authentication) when `psql` can reach it; the PostgreSQL case is skipped
+//! with a message otherwise.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests fail by panicking"
+)]
+
+mod common;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{TestServer, spiffe_id};
+use tessera_proto::admin::{DeleteEntriesRequest, ListEntriesRequest};
+use tessera_proto::agent::{SyncEntriesRequest, SyncEntriesResponse};
+use tonic::Streaming;
+
+/// Entries created on A and timed until they reach B's sync stream.
+const ENTRIES: usize = 50;
+/// Upper bound for one change to cross servers on a loaded 2-core machine.
+const PROPAGATION_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn start_pair(datastore_url: &str) -> (TestServer, TestServer) {
+    let url = datastore_url.to_owned();
+    let a = TestServer::start_with(|raw| raw.datastore.url = Some(url)).await;
+    let url = datastore_url.to_owned();
+    let b = TestServer::start_with(|raw| raw.datastore.url = Some(url)).await;
+    (a, b)
+}
+
+async fn next_message(stream: &mut Streaming<SyncEntriesResponse>) -> SyncEntriesResponse {
+    tokio::time::timeout(PROPAGATION_TIMEOUT, stream.message())
+        .await
+        .expect("a sync message arrives within the timeout")
+        .unwrap()
+        .expect("the sync stream stays open")
+}
+
+async fn listed_ids(server: &TestServer) -> Vec<String> {
+    let mut ids = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = server
+            .admin()
+            .await
+            .list_entries(ListEntriesRequest {
+                page_token: page_token.clone(),
+                ..ListEntriesRequest::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ids.extend(page.entries.into_iter().map(|e| e.id));
+        if page.next_page_token.is_empty() {
+            return ids;
+        }
+        page_token = page.next_page_token;
+    }
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let rank = (fraction * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// Creates entries on A for an agent attested on B and checks that each one
+/// reaches B's sync stream and B's ListEntries, then that a delete on A
+/// reaches B too. Prints the propagation delay.
+async fn entries_propagate(backend: &str, datastore_url: &str) {
+    let (mut a, mut b) = start_pair(datastore_url).await;
+    let agent = b.attest().await;
+    let mut stream = b
+        .agent(Some(&agent))
+        .await
+        .sync_entries(SyncEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = next_message(&mut stream).await;
+    assert!(snapshot.snapshot);
+
+    let mut delays = Vec::with_capacity(ENTRIES);
+    let mut created = Vec::with_capacity(ENTRIES);
+    for i in 0..ENTRIES {
+        let started = Instant::now();
+        let entry = a
+            .create_entry(&spiffe_id(&format!("/ha/{i}")), &agent.spiffe_id)
+            .await;
+        loop {
+            let message = next_message(&mut stream).await;
+            if message.upserted.iter().any(|e| e.id == entry.id) {
+                break;
+            }
+        }
+        delays.push(started.elapsed());
+        created.push(entry.id);
+    }
+
+    let on_b = listed_ids(&b).await;
+    for id in &created {
+        assert!(on_b.contains(id), "entry {id} missing from B's ListEntries");
+    }
+
+    a.admin()
+        .await
+        .delete_entries(DeleteEntriesRequest {
+            ids: vec![created[0].clone()],
+        })
+        .await
+        .unwrap();
+    loop {
+        let message = next_message(&mut stream).await;
+        if message.removed_entry_ids.contains(&created[0]) {
+            break;
+        }
+    }
+    assert!(!listed_ids(&b).await.contains(&created[0]));
+
+    delays.sort();
+    println!(
+        "{backend}: create on A to sync stream on B over {ENTRIES} entries: p50 {:?}, p99 {:?}, max {:?}",
+        percentile(&delays, 0.50),
+        percentile(&delays, 0.99),
+        delays[delays.len() - 1],
+    );
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_entries_reach_other_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.sqlite3").display());
+    entries_propagate("sqlite", &url).await;
+}
+
+/// A PostgreSQL database with a random name, dropped with the value.
+struct PostgresDb {
+    name: String,
+}
+
+impl PostgresDb {
+    fn create() -> Option<Self> {
+        let name = format!("tessera_ha_{}", uuid::Uuid::new_v4().simple());
+        psql(&format!("CREATE DATABASE {name}")).then_some(Self { name })
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:5432/{}", self.name)
+    }
+}
+
+impl Drop for PostgresDb {
+    fn drop(&mut self) {
+        psql(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            self.name
+        ));
+    }
+}
+
+fn psql(statement: &str) -> bool {
+    Command::new("psql")
+        .args([
+            "-h",
+            "127.0.0.1",
+            "-p",
+            "5432",
+            "-U",
+            "postgres",
+            "-d",
+            "postgres",
+        ])
+        .args(["-v", "ON_ERROR_STOP=1", "-q", "-c", statement])
+        .output()
+        .is_ok_and(|output| output.status.success())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_entries_reach_other_server() {
+    let Some(db) = PostgresDb::create() else {
+        eprintln!("skipped: psql cannot create a database on PostgreSQL at 127.0.0.1:5432");
+        return;
+    };
+    entries_propagate("postgres", &db.url()).await;
+}
