@@ -37,11 +37,13 @@ backend_tests!(
     entry_duplicate_rejected,
     entry_duplicate_ignores_selector_order,
     entry_id_in_use_rejected,
+    entry_invalid_rejected,
     entry_update_stale_revision_conflicts,
     entry_update_missing_not_found,
     entry_update_into_duplicate_rejected,
     entry_delete_missing_not_found,
     failed_write_leaves_nothing,
+    corrupt_row_reported,
     token_single_use,
     token_expired,
     token_unknown,
@@ -263,6 +265,30 @@ mod cases {
         assert_eq!(store.get_entry(&first.id).await.unwrap(), Some(first));
     }
 
+    pub async fn entry_invalid_rejected(db: &TestDb) {
+        let store = db.open().await;
+
+        let mut fractional_ttl = entry(WEB, NODE, &["unix:uid:1"]);
+        fractional_ttl.x509_svid_ttl = Some(std::time::Duration::from_millis(1500));
+        let err = store
+            .create_entry(&fractional_ttl)
+            .await
+            .expect_err("TTL of 1.5 s");
+        assert!(matches!(err, StoreError::InvalidEntry { .. }), "{err:?}");
+        assert!(err.to_string().contains("x509_svid_ttl"), "{err}");
+
+        let mut no_selectors = entry(WEB, NODE, &["unix:uid:1"]);
+        no_selectors.selectors.clear();
+        let err = store
+            .create_entry(&no_selectors)
+            .await
+            .expect_err("no selectors");
+        assert!(matches!(err, StoreError::InvalidEntry { .. }), "{err:?}");
+
+        assert!(store.list_entries().await.unwrap().is_empty());
+        assert_eq!(store.latest_revision().await.unwrap(), 0);
+    }
+
     pub async fn entry_update_stale_revision_conflicts(db: &TestDb) {
         let store = db.open().await;
         let created = store
@@ -355,7 +381,7 @@ mod cases {
     /// in the same transaction.
     pub async fn failed_write_leaves_nothing(db: &TestDb) {
         let store = db.open().await;
-        let kept = store
+        let existing_entry = store
             .create_entry(&entry(WEB, NODE, &["unix:uid:1"]))
             .await
             .unwrap()
@@ -377,14 +403,14 @@ mod cases {
             .expect_err("the feed insert fails");
         assert!(matches!(err, StoreError::Query { .. }), "{err:?}");
 
-        let mut changed = kept.clone();
+        let mut changed = existing_entry.clone();
         changed.hint = "never stored".to_owned();
         store
             .update_entry(&changed)
             .await
             .expect_err("the feed insert fails");
         store
-            .delete_entry(&kept.id)
+            .delete_entry(&existing_entry.id)
             .await
             .expect_err("the feed insert fails");
         store
@@ -408,8 +434,8 @@ mod cases {
             "create rolled back"
         );
         assert_eq!(
-            store.get_entry(&kept.id).await.unwrap(),
-            Some(kept),
+            store.get_entry(&existing_entry.id).await.unwrap(),
+            Some(existing_entry),
             "update and delete rolled back"
         );
         assert_eq!(db.count_rows("entries").await, 1);
@@ -425,6 +451,27 @@ mod cases {
             "ban and delete rolled back"
         );
         assert_eq!(store.latest_revision().await.unwrap(), revision_before);
+    }
+
+    pub async fn corrupt_row_reported(db: &TestDb) {
+        let store = db.open().await;
+        let created = store
+            .create_entry(&entry(WEB, NODE, &["unix:uid:1"]))
+            .await
+            .unwrap()
+            .0;
+        db.execute("UPDATE entries SET selectors = 'not a JSON array'")
+            .await;
+
+        let err = store
+            .get_entry(&created.id)
+            .await
+            .expect_err("the row is corrupt");
+        assert!(
+            matches!(&err, StoreError::Corrupt { table: "entries", key, .. } if key == created.id.as_str()),
+            "{err:?}"
+        );
+        assert!(err.to_string().contains("selectors"), "{err}");
     }
 
     pub async fn token_single_use(db: &TestDb) {
