@@ -1,0 +1,630 @@
+//! End-to-end tests of SPIFFE federation: two trust domains, each a real
+//! server and agent process, federated both ways over `https_spiffe`
+//! bundle endpoints on loopback ports; and the refresh rules (garbage,
+//! foreign trust domain, rolled-back sequence, peer down, endpoint SPIFFE
+//! ID mismatch) against a controllable `https_web` endpoint.
+
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "tests panic on failure"
+)]
+
+mod common;
+
+use std::ffi::OsStr;
+use std::fs;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use common::{
+    COMMAND_TIMEOUT, CmdOutput, Daemon, READY_TIMEOUT, copy_tessera, current_uid, run_with_timeout,
+    socket_accepts, tessera_bin, workload,
+};
+use serde_json::{Value, json};
+use tempfile::TempDir;
+use tessera_proto::workload::{
+    JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest, X509svidResponse,
+};
+use tessera_spiffe::rustls_pki_types::CertificateDer;
+use tessera_spiffe::{KeyAlgorithm, PrivateKey, TrustBundle, TrustDomain};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const AUDIENCE: &str = "federated-service";
+
+/// A trust domain: a server with a bundle endpoint and one agent.
+struct Domain {
+    // Field order is drop order: the agent stops before the server.
+    agent: Option<Daemon>,
+    server: Option<Daemon>,
+    td: String,
+    agent_id: String,
+    endpoint: SocketAddr,
+    dir: TempDir,
+}
+
+impl Domain {
+    fn start(td: &str, extra_config: &str) -> Domain {
+        let dir = tempfile::Builder::new()
+            .prefix("tessera-fed-")
+            .tempdir()
+            .unwrap();
+        let data_dir = dir.path().join("server");
+        fs::create_dir_all(&data_dir).unwrap();
+        let config = format!(
+            r#"trust_domain = "{td}"
+data_dir = "{data}"
+bind_address = "127.0.0.1:0"
+admin_socket = "{data}/admin.sock"
+log_level = "debug"
+
+[federation.bundle_endpoint]
+address = "127.0.0.1:0"
+profile = "https_spiffe"
+{extra_config}
+"#,
+            data = data_dir.display(),
+        );
+        let config_path = dir.path().join("server.toml");
+        fs::write(&config_path, config).unwrap();
+        let args = [
+            OsStr::new("server"),
+            OsStr::new("run"),
+            OsStr::new("--config"),
+            config_path.as_os_str(),
+        ];
+        let server = Daemon::spawn(
+            "server",
+            &tessera_bin(),
+            args,
+            &dir.path().join("server.log"),
+        );
+
+        let mut domain = Domain {
+            agent: None,
+            server: Some(server),
+            td: td.to_owned(),
+            agent_id: String::new(),
+            endpoint: "127.0.0.1:0".parse().unwrap(),
+            dir,
+        };
+        let endpoint_file = data_dir.join("bundle_endpoint.addr");
+        let agent_api_file = data_dir.join("agent_api.addr");
+        domain.wait("the server's sockets and address files", |d| {
+            socket_accepts(&d.admin_socket()) && endpoint_file.is_file() && agent_api_file.is_file()
+        });
+        domain.endpoint = fs::read_to_string(&endpoint_file)
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        let agent_api = fs::read_to_string(&agent_api_file).unwrap();
+        domain.start_agent(agent_api.trim());
+        domain
+    }
+
+    fn start_agent(&mut self, server_address: &str) {
+        let token = self
+            .tessera(&["token", "generate", "--output", "json"])
+            .success()
+            .json();
+        self.agent_id = token["agent_id"].as_str().unwrap().to_owned();
+        let data_dir = self.dir.path().join("agent");
+        fs::create_dir_all(&data_dir).unwrap();
+        let config = format!(
+            r#"trust_domain = "{td}"
+server_address = "{server_address}"
+data_dir = "{data}"
+socket_path = "{socket}"
+join_token = "{token}"
+trust_bundle_path = "{bundle}"
+log_level = "debug"
+"#,
+            td = self.td,
+            data = data_dir.display(),
+            socket = self.workload_socket().display(),
+            token = token["token"].as_str().unwrap(),
+            bundle = self.bundle_pem().display(),
+        );
+        let config_path = self.dir.path().join("agent.toml");
+        fs::write(&config_path, config).unwrap();
+        let args = [
+            OsStr::new("agent"),
+            OsStr::new("run"),
+            OsStr::new("--config"),
+            config_path.as_os_str(),
+        ];
+        let log = self.dir.path().join("agent.log");
+        self.agent = Some(Daemon::spawn("agent", &tessera_bin(), args, &log));
+        let socket = self.workload_socket();
+        self.wait("the Workload API socket", |_| socket_accepts(&socket));
+    }
+
+    fn wait(&mut self, what: &str, mut ready: impl FnMut(&Domain) -> bool) {
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while !ready(self) {
+            for daemon in [&mut self.server, &mut self.agent].into_iter().flatten() {
+                daemon.assert_running();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {what} of {}",
+                self.td
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn admin_socket(&self) -> PathBuf {
+        self.dir.path().join("server").join("admin.sock")
+    }
+
+    fn bundle_pem(&self) -> PathBuf {
+        self.dir.path().join("server").join("bundle.pem")
+    }
+
+    fn workload_socket(&self) -> PathBuf {
+        self.dir.path().join("api").join("api.sock")
+    }
+
+    fn endpoint_url(&self) -> String {
+        format!("https://{}/", self.endpoint)
+    }
+
+    fn run(&self, program: &Path, args: &[&str]) -> CmdOutput {
+        let mut command = Command::new(program);
+        command
+            .args(args)
+            .env("TESSERA_ADMIN_SOCKET", self.admin_socket())
+            .env(
+                "SPIFFE_ENDPOINT_SOCKET",
+                format!("unix://{}", self.workload_socket().display()),
+            )
+            .env_remove("RUST_LOG");
+        run_with_timeout(command, COMMAND_TIMEOUT)
+    }
+
+    fn tessera(&self, args: &[&str]) -> CmdOutput {
+        self.run(&tessera_bin(), args)
+    }
+
+    /// Creates entries under this domain's agent from JSON objects with
+    /// `spiffe_id`, `selectors` and `federates_with`.
+    fn create_entries(&self, entries: &[Value]) {
+        let entries: Vec<Value> = entries
+            .iter()
+            .map(|entry| {
+                let mut entry = entry.clone();
+                entry["parent_id"] = json!(self.agent_id);
+                entry
+            })
+            .collect();
+        let path = self.dir.path().join("entries.json");
+        fs::write(&path, json!({ "entries": entries }).to_string()).unwrap();
+        self.tessera(&["entry", "create", "--data", path.to_str().unwrap()])
+            .success();
+    }
+
+    fn federate_with(&self, peer: &Domain) {
+        self.tessera(&[
+            "federation",
+            "create",
+            "--trust-domain",
+            &peer.td,
+            "--bundle-endpoint-url",
+            &peer.endpoint_url(),
+            "--trust-bundle",
+            peer.bundle_pem().to_str().unwrap(),
+        ])
+        .success();
+    }
+
+    fn logs(&self) -> String {
+        ["server.log", "agent.log"]
+            .iter()
+            .map(|name| {
+                let text = fs::read_to_string(self.dir.path().join(name)).unwrap_or_default();
+                let text: Vec<&str> = text
+                    .lines()
+                    .filter(|l| !l.contains("sqlx::query"))
+                    .collect();
+                format!("---- {} {name} ----\n{}\n", self.td, text.join("\n"))
+            })
+            .collect()
+    }
+}
+
+impl Drop for Domain {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("{}", self.logs());
+        }
+    }
+}
+
+/// Splits concatenated DER certificates.
+fn split_der(mut der: &[u8]) -> Vec<CertificateDer<'static>> {
+    let mut certs = Vec::new();
+    while !der.is_empty() {
+        let (rest, _) = x509_parser::parse_x509_certificate(der).unwrap();
+        let len = der.len() - rest.len();
+        certs.push(CertificateDer::from(der[..len].to_vec()));
+        der = rest;
+    }
+    certs
+}
+
+async fn first_x509_response(socket: &Path) -> X509svidResponse {
+    let mut client = workload::client(socket).await;
+    let mut stream = client
+        .fetch_x509svid(workload::request(X509svidRequest {}))
+        .await
+        .expect("FetchX509SVID")
+        .into_inner();
+    stream
+        .message()
+        .await
+        .expect("an X509SVIDResponse")
+        .expect("the stream is open")
+}
+
+/// Polls FetchX509SVID on `socket` until `ready` holds for a response.
+async fn wait_for_x509(
+    socket: &Path,
+    what: &str,
+    ready: impl Fn(&X509svidResponse) -> bool,
+) -> X509svidResponse {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let response = tokio::time::timeout(Duration::from_secs(5), first_x509_response(socket))
+            .await
+            .ok();
+        if let Some(response) = response.filter(|r| ready(r)) {
+            return response;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn test_exe() -> String {
+    let exe = std::env::current_exe().unwrap();
+    fs::canonicalize(exe).unwrap().display().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_both_ways_over_https_spiffe() {
+    let a = Domain::start("a.test", "");
+    let b = Domain::start("b.test", "");
+    a.federate_with(&b);
+    b.federate_with(&a);
+
+    for (local, peer) in [(&a, &b), (&b, &a)] {
+        let shown = local
+            .tessera(&[
+                "federation",
+                "refresh",
+                "--trust-domain",
+                &peer.td,
+                "--output",
+                "json",
+            ])
+            .success()
+            .json();
+        assert!(shown["last_error"].is_null(), "refresh failed: {shown}");
+        assert!(
+            shown["last_success_at"].is_string(),
+            "no success time: {shown}"
+        );
+        assert!(shown["x509_authorities"].as_u64().unwrap() >= 1, "{shown}");
+    }
+
+    let uid = format!("unix:uid:{}", current_uid());
+    let test_path = format!("unix:path:{}", test_exe());
+    let loner_exe = copy_tessera(b.dir.path(), "loner");
+    let loner_path = format!("unix:path:{}", loner_exe.display());
+    a.create_entries(&[json!({
+        "spiffe_id": "spiffe://a.test/client",
+        "selectors": [uid],
+        "federates_with": ["b.test"],
+    })]);
+    b.create_entries(&[
+        json!({
+            "spiffe_id": "spiffe://b.test/server",
+            "selectors": [uid, test_path],
+            "federates_with": ["a.test"],
+        }),
+        json!({
+            "spiffe_id": "spiffe://b.test/loner",
+            "selectors": [uid, loner_path],
+        }),
+    ]);
+
+    // A workload in A receives B's bundle, and B's X.509-SVID validates
+    // with it.
+    let in_a = wait_for_x509(&a.workload_socket(), "B's bundle in A", |r| {
+        r.federated_bundles.contains_key("spiffe://b.test")
+    })
+    .await;
+    let b_bundle = TrustBundle::from_x509_der(
+        &TrustDomain::new("b.test").unwrap(),
+        &in_a.federated_bundles["spiffe://b.test"],
+    )
+    .unwrap();
+    let in_b = wait_for_x509(&b.workload_socket(), "an SVID in B", |r| {
+        r.svids
+            .iter()
+            .any(|s| s.spiffe_id == "spiffe://b.test/server")
+    })
+    .await;
+    let chain = split_der(&in_b.svids[0].x509_svid);
+    let verified =
+        tessera_spiffe::x509::validate_x509_svid(&chain, &b_bundle, SystemTime::now()).unwrap();
+    assert_eq!(verified.spiffe_id().to_string(), "spiffe://b.test/server");
+    assert!(in_b.federated_bundles.contains_key("spiffe://a.test"));
+
+    // A JWT-SVID of A validates in B for a caller that federates with A.
+    let mut a_client = workload::client(&a.workload_socket()).await;
+    let token = a_client
+        .fetch_jwtsvid(workload::request(JwtsvidRequest {
+            audience: vec![AUDIENCE.into()],
+            spiffe_id: String::new(),
+        }))
+        .await
+        .expect("FetchJWTSVID in A")
+        .into_inner()
+        .svids[0]
+        .svid
+        .clone();
+    let mut b_client = workload::client(&b.workload_socket()).await;
+    let validated = b_client
+        .validate_jwtsvid(workload::request(ValidateJwtsvidRequest {
+            audience: AUDIENCE.into(),
+            svid: token.clone(),
+        }))
+        .await
+        .expect("ValidateJWTSVID in B")
+        .into_inner();
+    assert_eq!(validated.spiffe_id, "spiffe://a.test/client");
+
+    // A workload in B whose entry does not federate with A gets neither
+    // A's bundle nor A's tokens validated.
+    let loner_svid = wait_for(|| {
+        let out = b.run(
+            &loner_exe,
+            &["svid", "fetch", "--output", "json", "--timeout", "1s"],
+        );
+        (out.status.success() && out.stdout.contains("spiffe://b.test/loner")).then_some(out)
+    });
+    assert!(
+        !loner_svid.stdout.contains("a.test"),
+        "the loner received A's bundle: {}",
+        loner_svid.stdout
+    );
+    let bundles = b
+        .run(&loner_exe, &["bundle", "fetch", "--output", "json"])
+        .success();
+    assert!(!bundles.stdout.contains("a.test"), "{}", bundles.stdout);
+    let rejected = b.run(&loner_exe, &["jwt", "validate", "-a", AUDIENCE, &token]);
+    assert_eq!(
+        rejected.code(),
+        1,
+        "the loner validated A's token: {rejected:?}"
+    );
+
+    // Endpoint SPIFFE ID mismatch: the refresh fails and the bundle stays.
+    let before = a
+        .tessera(&[
+            "federation",
+            "show",
+            "--trust-domain",
+            "b.test",
+            "--output",
+            "json",
+        ])
+        .success()
+        .json();
+    a.tessera(&[
+        "federation",
+        "update",
+        "--trust-domain",
+        "b.test",
+        "--bundle-endpoint-url",
+        &b.endpoint_url(),
+        "--endpoint-spiffe-id",
+        "spiffe://b.test/not-the-server",
+    ])
+    .success();
+    let failed = a.tessera(&[
+        "federation",
+        "refresh",
+        "--trust-domain",
+        "b.test",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(failed.code(), 1, "{failed:?}");
+    let shown = failed.json();
+    let error = shown["last_error"].as_str().unwrap();
+    assert!(error.contains("spiffe://b.test/not-the-server"), "{error}");
+    assert_eq!(shown["sequence_number"], before["sequence_number"]);
+    assert_eq!(shown["x509_authorities"], before["x509_authorities"]);
+
+    // Deleting the relationship removes B's bundle from A's workloads.
+    a.tessera(&["federation", "delete", "--trust-domain", "b.test"])
+        .success();
+    wait_for_x509(&a.workload_socket(), "B's bundle removed from A", |r| {
+        !r.svids.is_empty() && !r.federated_bundles.contains_key("spiffe://b.test")
+    })
+    .await;
+}
+
+fn wait_for<T>(mut attempt: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if let Some(value) = attempt() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// An `https_web` bundle endpoint whose response body the test sets; it
+/// returns 200 with the body for every request.
+struct FakeEndpoint {
+    address: SocketAddr,
+    body: Arc<Mutex<Vec<u8>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl FakeEndpoint {
+    async fn start(ca_file: &Path) -> FakeEndpoint {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        fs::write(ca_file, cert.pem()).unwrap();
+
+        let der_key = rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into());
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::aws_lc_rs::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(vec![cert.der().clone()], der_key)
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let body = Arc::new(Mutex::new(Vec::new()));
+        let served = Arc::clone(&body);
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let acceptor = acceptor.clone();
+                let body = served.lock().unwrap().clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut request = [0u8; 4096];
+                    let _ = tls.read(&mut request).await;
+                    let head = format!(
+                        "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\
+                         content-length: {}\r\nconnection: close\r\n\r\n",
+                        body.len()
+                    );
+                    let _ = tls.write_all(head.as_bytes()).await;
+                    let _ = tls.write_all(&body).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        FakeEndpoint {
+            address,
+            body,
+            task,
+        }
+    }
+
+    fn serve(&self, body: Vec<u8>) {
+        *self.body.lock().unwrap() = body;
+    }
+}
+
+fn bundle_json(ca_domain: &str, sequence: u64) -> Vec<u8> {
+    let now = SystemTime::now();
+    let td = TrustDomain::new(ca_domain).unwrap();
+    let params = tessera_spiffe::x509::ca_params(&td, now, now + Duration::from_secs(3600));
+    let key = PrivateKey::generate(KeyAlgorithm::EcP256).unwrap();
+    let cert = params.self_signed(&key.to_rcgen().unwrap()).unwrap();
+    let mut bundle = TrustBundle::new(TrustDomain::new("c.test").unwrap());
+    bundle
+        .add_x509_authority(CertificateDer::from(cert.der().to_vec()))
+        .unwrap();
+    bundle.set_sequence_number(Some(sequence));
+    bundle.to_jwks()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_refresh_rejects_bad_bundles() {
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("web-ca.pem");
+    let fake = FakeEndpoint::start(&ca_file).await;
+    let a = Domain::start(
+        "a.test",
+        &format!(
+            "\n[federation]\nhttps_web_ca_file = \"{}\"\n",
+            ca_file.display()
+        ),
+    );
+
+    fake.serve(bundle_json("c.test", 5));
+    let url = format!("https://{}/", fake.address);
+    a.tessera(&[
+        "federation",
+        "create",
+        "--trust-domain",
+        "c.test",
+        "--bundle-endpoint-url",
+        &url,
+        "--profile",
+        "https-web",
+    ])
+    .success();
+    let refresh = |expect_success: bool| -> Value {
+        let out = a.tessera(&[
+            "federation",
+            "refresh",
+            "--trust-domain",
+            "c.test",
+            "--output",
+            "json",
+        ]);
+        assert_eq!(out.status.success(), expect_success, "{out:?}");
+        out.json()
+    };
+    let good = refresh(true);
+    assert_eq!(good["sequence_number"], 5);
+
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "garbage",
+            b"<html>not a bundle</html>".to_vec(),
+            "invalid SPIFFE bundle",
+        ),
+        (
+            "wrong trust domain",
+            bundle_json("d.test", 6),
+            "trust domain d.test",
+        ),
+        (
+            "rolled-back sequence",
+            bundle_json("c.test", 4),
+            "lower than the stored 5",
+        ),
+    ];
+    for (name, body, expected) in cases {
+        fake.serve(body);
+        let shown = refresh(false);
+        let error = shown["last_error"].as_str().unwrap_or_default();
+        assert!(error.contains(expected), "{name}: {error}");
+        assert_eq!(shown["sequence_number"], 5, "{name} replaced the bundle");
+        assert_eq!(shown["last_success_at"], good["last_success_at"], "{name}");
+    }
+
+    // Peer down: the last good bundle stays and the status shows the error.
+    fake.task.abort();
+    let _ = fake.task.await;
+    let shown = refresh(false);
+    let error = shown["last_error"].as_str().unwrap_or_default();
+    assert!(error.contains("failed to connect"), "peer down: {error}");
+    assert_eq!(shown["sequence_number"], 5);
+    assert!(shown["next_refresh_at"].is_string(), "{shown}");
+}
