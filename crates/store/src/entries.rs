@@ -58,30 +58,7 @@ impl Store {
             return Err(StoreError::EntryIdInUse { id: stored.id });
         }
 
-        sqlx::query(&self.sql(
-            "INSERT INTO entries (id, spiffe_id, parent_id, selectors, identity_hash, \
-             x509_svid_ttl, jwt_svid_ttl, federates_with, dns_names, hint, admin, downstream, \
-             expires_at, revision, created_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        ))
-        .bind(stored.id.as_str())
-        .bind(stored.spiffe_id.as_str())
-        .bind(stored.parent_id.as_str())
-        .bind(&columns.selectors)
-        .bind(&columns.identity_hash)
-        .bind(columns.x509_svid_ttl)
-        .bind(columns.jwt_svid_ttl)
-        .bind(&columns.federates_with)
-        .bind(&columns.dns_names)
-        .bind(stored.hint.as_str())
-        .bind(encode_flag(stored.admin))
-        .bind(encode_flag(stored.downstream))
-        .bind(stored.expires_at)
-        .bind(stored.revision)
-        .bind(stored.created_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(query_failed(OPERATION))?;
+        self.insert_row(&mut tx, &stored, &columns).await?;
 
         let revision = append_change(
             &mut tx,
@@ -198,28 +175,7 @@ impl Store {
 
         stored.revision = state.revision + 1;
         stored.created_at = state.created_at;
-        sqlx::query(&self.sql(
-            "UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, identity_hash = ?, \
-             x509_svid_ttl = ?, jwt_svid_ttl = ?, federates_with = ?, dns_names = ?, hint = ?, \
-             admin = ?, downstream = ?, expires_at = ?, revision = ? WHERE id = ?",
-        ))
-        .bind(stored.spiffe_id.as_str())
-        .bind(stored.parent_id.as_str())
-        .bind(&columns.selectors)
-        .bind(&columns.identity_hash)
-        .bind(columns.x509_svid_ttl)
-        .bind(columns.jwt_svid_ttl)
-        .bind(&columns.federates_with)
-        .bind(&columns.dns_names)
-        .bind(stored.hint.as_str())
-        .bind(encode_flag(stored.admin))
-        .bind(encode_flag(stored.downstream))
-        .bind(stored.expires_at)
-        .bind(stored.revision)
-        .bind(stored.id.as_str())
-        .execute(&mut *tx)
-        .await
-        .map_err(query_failed(OPERATION))?;
+        self.update_row(&mut tx, &stored, &columns).await?;
 
         let revision = append_change(
             &mut tx,
@@ -272,6 +228,74 @@ impl Store {
         .await?;
         tx.commit().await.map_err(query_failed(OPERATION))?;
         Ok((entry, revision))
+    }
+
+    /// Inserts the row of a new entry.
+    async fn insert_row(
+        &self,
+        conn: &mut AnyConnection,
+        stored: &RegistrationEntry,
+        columns: &EntryColumns,
+    ) -> Result<(), StoreError> {
+        const OPERATION: &str = "create entry";
+        sqlx::query(&self.sql(
+            "INSERT INTO entries (id, spiffe_id, parent_id, selectors, identity_hash, \
+             x509_svid_ttl, jwt_svid_ttl, federates_with, dns_names, hint, admin, downstream, \
+             expires_at, revision, created_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        ))
+        .bind(stored.id.as_str())
+        .bind(stored.spiffe_id.as_str())
+        .bind(stored.parent_id.as_str())
+        .bind(&columns.selectors)
+        .bind(&columns.identity_hash)
+        .bind(columns.x509_svid_ttl)
+        .bind(columns.jwt_svid_ttl)
+        .bind(&columns.federates_with)
+        .bind(&columns.dns_names)
+        .bind(stored.hint.as_str())
+        .bind(encode_flag(stored.admin))
+        .bind(encode_flag(stored.downstream))
+        .bind(stored.expires_at)
+        .bind(stored.revision)
+        .bind(stored.created_at)
+        .execute(&mut *conn)
+        .await
+        .map_err(query_failed(OPERATION))?;
+        Ok(())
+    }
+
+    /// Overwrites the row of an existing entry with `stored`.
+    async fn update_row(
+        &self,
+        conn: &mut AnyConnection,
+        stored: &RegistrationEntry,
+        columns: &EntryColumns,
+    ) -> Result<(), StoreError> {
+        const OPERATION: &str = "update entry";
+        sqlx::query(&self.sql(
+            "UPDATE entries SET spiffe_id = ?, parent_id = ?, selectors = ?, identity_hash = ?, \
+             x509_svid_ttl = ?, jwt_svid_ttl = ?, federates_with = ?, dns_names = ?, hint = ?, \
+             admin = ?, downstream = ?, expires_at = ?, revision = ? WHERE id = ?",
+        ))
+        .bind(stored.spiffe_id.as_str())
+        .bind(stored.parent_id.as_str())
+        .bind(&columns.selectors)
+        .bind(&columns.identity_hash)
+        .bind(columns.x509_svid_ttl)
+        .bind(columns.jwt_svid_ttl)
+        .bind(&columns.federates_with)
+        .bind(&columns.dns_names)
+        .bind(stored.hint.as_str())
+        .bind(encode_flag(stored.admin))
+        .bind(encode_flag(stored.downstream))
+        .bind(stored.expires_at)
+        .bind(stored.revision)
+        .bind(stored.id.as_str())
+        .execute(&mut *conn)
+        .await
+        .map_err(query_failed(OPERATION))?;
+        Ok(())
     }
 
     /// Returns the ID of another entry with the same SPIFFE ID, parent ID

@@ -376,9 +376,9 @@ mod cases {
         );
     }
 
-    /// A write that fails after changing its table leaves no trace: the
-    /// change-feed insert is made to fail, after the entry row was written
-    /// in the same transaction.
+    /// Checks that a write that fails after changing its table leaves no
+    /// trace. The change-feed insert is made to fail, after the entry row
+    /// was written in the same transaction.
     pub async fn failed_write_leaves_nothing(db: &TestDb) {
         let store = db.open().await;
         let existing_entry = store
@@ -939,7 +939,7 @@ mod cases {
     }
 
     /// Several servers write at once while another follows the feed. The
-    /// follower asks only for revisions above the last one it saw, so a
+    /// follower requests only revisions above the last one it saw, so a
     /// revision that became visible after a higher one would be skipped.
     pub async fn changes_follow_concurrent_writers(db: &TestDb) {
         const WRITERS: usize = 4;
