@@ -9,7 +9,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use tessera_registration::EntryId;
 use tessera_spiffe::SpiffeId;
@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::ServerError;
 use crate::cache::EntryCache;
+use crate::shared_bundle;
 use crate::state::{ServerState, SyncEvent};
 
 /// Time between two polls of the change feed. A write on another server
@@ -148,6 +149,7 @@ impl Tail {
 /// streams once per kind of event.
 async fn apply(state: &ServerState, changes: &[Change]) -> Result<(), StoreError> {
     let mut entries_changed = false;
+    let mut bundle_changed = false;
     for change in changes {
         match change.kind {
             ChangeKind::EntryUpserted | ChangeKind::EntryDeleted => {
@@ -161,9 +163,14 @@ async fn apply(state: &ServerState, changes: &[Change]) -> Result<(), StoreError
                     Err(e) => skip_invalid(change, &e),
                 }
             }
-            // NOTE: bundles and federation relationships written by another
-            // server are not followed yet. Each server publishes its own
-            // CA's bundle and keeps its own federation state.
+            ChangeKind::BundleUpdated | ChangeKind::BundleDeleted
+                if change.object_id == state.trust_domain().name() =>
+            {
+                bundle_changed = true;
+            }
+            // NOTE: federated bundles and federation relationships written
+            // by another server are not followed yet, so each server keeps
+            // its own federation state.
             ChangeKind::BundleUpdated
             | ChangeKind::BundleDeleted
             | ChangeKind::FederationUpdated
@@ -172,6 +179,33 @@ async fn apply(state: &ServerState, changes: &[Change]) -> Result<(), StoreError
     }
     if entries_changed {
         state.notify(SyncEvent::EntriesChanged);
+    }
+    if bundle_changed {
+        refresh_bundle(state).await?;
+    }
+    Ok(())
+}
+
+/// Merges this server's authorities into the stored trust bundle, which
+/// another server changed, and publishes the union when it differs from
+/// the published bundle.
+async fn refresh_bundle(state: &ServerState) -> Result<(), StoreError> {
+    let (union, revision) =
+        shared_bundle::merge_into_store(&state.store, &state.ca.bundle(), SystemTime::now())
+            .await?;
+    if let Some(revision) = revision {
+        state.advance_revision(revision);
+    }
+    if shared_bundle::same_authorities(&state.bundle.load().bundle, &union) {
+        return Ok(());
+    }
+    tracing::info!(
+        x509_authorities = union.x509_authorities().len(),
+        jwt_authorities = union.jwt_authorities().len(),
+        "trust bundle changed by another server"
+    );
+    if let Err(e) = state.install_bundle(union).await {
+        tracing::error!(error = %crate::error_chain(&e), "failed to publish the trust bundle");
     }
     Ok(())
 }

@@ -19,6 +19,7 @@ mod federation;
 mod feed;
 mod ids;
 mod rotation;
+mod shared_bundle;
 mod state;
 mod status;
 

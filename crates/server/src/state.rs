@@ -143,14 +143,24 @@ impl ServerState {
 
     /// Stores `bundle` in the datastore, writes `bundle.pem`, swaps it in for
     /// the TLS verifier and pushes it to every sync stream.
+    ///
+    /// The stored bundle is the union of the authorities of every server
+    /// that shares the database, so `bundle` is merged into it first and
+    /// the union is what gets published.
     pub async fn publish_bundle(&self, bundle: TrustBundle) -> Result<(), ServerError> {
-        let revision = self
-            .store
-            .set_bundle(self.trust_domain(), &bundle.to_jwks())
-            .await
-            .map_err(ServerError::Store)?;
-        self.advance_revision(revision);
+        let (bundle, revision) =
+            crate::shared_bundle::merge_into_store(&self.store, &bundle, SystemTime::now())
+                .await
+                .map_err(ServerError::Store)?;
+        if let Some(revision) = revision {
+            self.advance_revision(revision);
+        }
+        self.install_bundle(bundle).await
+    }
 
+    /// Writes `bundle.pem`, swaps `bundle` in for the TLS verifier and
+    /// pushes it to every sync stream, without storing it.
+    pub async fn install_bundle(&self, bundle: TrustBundle) -> Result<(), ServerError> {
         let data_dir = self.config.data_dir.clone();
         let file_bundle = bundle.clone();
         tokio::task::spawn_blocking(move || write_bundle_pem(&data_dir, &file_bundle))

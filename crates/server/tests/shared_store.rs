@@ -190,3 +190,53 @@ async fn postgres_entries_reach_other_server() {
     };
     entries_propagate("postgres", &db.url()).await;
 }
+
+/// Waits until `server`'s published bundle contains every X.509 authority
+/// of `other`'s.
+async fn wait_for_authorities(server: &TestServer, other: &TestServer) {
+    let deadline = Instant::now() + PROPAGATION_TIMEOUT;
+    loop {
+        let bundle = server.bundle();
+        let missing = other
+            .bundle()
+            .x509_authorities()
+            .iter()
+            .any(|der| !bundle.x509_authorities().contains(der));
+        if !missing {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the other server's authorities never reached the published bundle"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agent_of_one_server_accepted_by_other() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.sqlite3").display());
+    let (mut a, mut b) = start_pair(&url).await;
+    wait_for_authorities(&a, &b).await;
+    wait_for_authorities(&b, &a).await;
+
+    for (attested_on, connected_to) in [(&a, &b), (&b, &a)] {
+        let agent = attested_on.attest().await;
+        let mut stream = connected_to
+            .agent(Some(&agent))
+            .await
+            .sync_entries(SyncEntriesRequest::default())
+            .await
+            .unwrap()
+            .into_inner();
+        let snapshot = next_message(&mut stream).await;
+        assert!(snapshot.snapshot);
+        let bundle = snapshot.bundle.unwrap();
+        for der in attested_on.bundle().x509_authorities() {
+            assert!(bundle.x509_authorities.contains(&der.to_vec()));
+        }
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
