@@ -18,6 +18,9 @@ use super::agent_api::ServerTarget;
 use super::cluster::{Cluster, TargetArgs};
 use super::{cpu_seconds, fleet, ratio};
 
+/// Maximum time of one BatchNewX509Svid call; a longer one fails the run.
+const BATCH_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Options of the `issue` mode.
 #[derive(Debug, Clone, Args)]
 pub struct IssueArgs {
@@ -100,7 +103,12 @@ pub async fn run(args: &IssueArgs, cluster: &mut Cluster) -> Result<Value> {
                     break;
                 }
                 let sent = Instant::now();
-                signed += agent.batch_new_x509_svid(params.clone()).await?;
+                let batch = agent.batch_new_x509_svid(params.clone());
+                signed += tokio::time::timeout(BATCH_TIMEOUT, batch)
+                    .await
+                    .with_context(|| {
+                        format!("BatchNewX509Svid timed out after {BATCH_TIMEOUT:?}")
+                    })??;
                 latencies.record(sent.elapsed());
             }
             Ok::<_, anyhow::Error>((signed, latencies))

@@ -24,6 +24,9 @@ use super::cluster::{Cluster, TargetArgs};
 use super::workload_api::{self, WorkloadClient};
 use super::{ratio, watch};
 
+/// Maximum time of one call; a call that takes longer fails the run.
+const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Audience of the JWT-SVIDs that the mode requests.
 const AUDIENCE: &str = "tessera-bench";
 
@@ -172,7 +175,9 @@ async fn run_operation(
                     break;
                 }
                 let sent = Instant::now();
-                call(&mut client, op, &token).await?;
+                tokio::time::timeout(CALL_TIMEOUT, call(&mut client, op, &token))
+                    .await
+                    .with_context(|| format!("{} timed out after {CALL_TIMEOUT:?}", op.name()))??;
                 latencies.record(sent.elapsed());
             }
             Ok::<_, anyhow::Error>(latencies)
@@ -204,7 +209,12 @@ async fn run_echo(
                     break;
                 }
                 let sent = Instant::now();
-                let reply = client.reply(echo::proto::ReplyRequest { size }).await?;
+                let reply = tokio::time::timeout(
+                    CALL_TIMEOUT,
+                    client.reply(echo::proto::ReplyRequest { size }),
+                )
+                .await
+                .with_context(|| format!("echo call timed out after {CALL_TIMEOUT:?}"))??;
                 std::hint::black_box(reply);
                 latencies.record(sent.elapsed());
             }
