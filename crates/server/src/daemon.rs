@@ -151,6 +151,7 @@ async fn start_tasks(
     tasks.spawn(crate::feed::run(Arc::clone(state)));
     tasks.spawn(crate::federation::run(Arc::clone(state)));
     crate::bundle_endpoint::start(state, &identity, &mut tasks).await?;
+    crate::oidc::start(state, &mut tasks).await?;
     tasks.spawn(identity::run_renewal(Arc::clone(state), identity));
     Ok((tasks, agent_addr))
 }

@@ -18,6 +18,7 @@ mod error;
 mod federation;
 mod feed;
 mod ids;
+mod oidc;
 mod rotation;
 mod shared_bundle;
 mod state;
@@ -45,3 +46,4 @@ pub const BUNDLE_FILE: &str = bundle::BUNDLE_FILE;
 
 pub use bundle_endpoint::BUNDLE_ENDPOINT_ADDR_FILE;
 pub use federation::FederationError;
+pub use oidc::OIDC_ADDR_FILE;
