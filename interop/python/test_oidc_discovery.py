@@ -1,6 +1,6 @@
 """PyJWT against Tessera's OIDC discovery endpoint.
 
-A relying party that knows only the issuer URL reads the discovery
+A relying party that has only the issuer URL reads the discovery
 document, follows its jwks_uri with PyJWKClient and validates a JWT-SVID
 signature, audience and issuer with PyJWT's own code.
 """

@@ -1,8 +1,8 @@
-//! End-to-end tests of SPIFFE federation: two trust domains, each a real
-//! server and agent process, federated both ways over `https_spiffe`
-//! bundle endpoints on loopback ports; and the refresh rules (garbage,
-//! foreign trust domain, rolled-back sequence, peer down, endpoint SPIFFE
-//! ID mismatch) against a controllable `https_web` endpoint.
+//! End-to-end tests of SPIFFE federation. Two trust domains, each a real
+//! server and agent process, federate both ways over `https_spiffe`
+//! bundle endpoints on loopback ports. The refresh rules (garbage, foreign
+//! trust domain, rolled-back sequence, peer down) run against an
+//! `https_web` endpoint whose response the test sets.
 
 #![allow(
     clippy::unwrap_used,
