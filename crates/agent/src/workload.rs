@@ -2,6 +2,7 @@
 //! each connection's peer credentials, and serving the gRPC service.
 
 pub mod attestor;
+pub mod authority;
 pub mod peer;
 pub mod response;
 pub mod service;

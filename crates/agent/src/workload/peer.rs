@@ -20,6 +20,8 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UnixStream;
 use tonic::transport::server::Connected;
 
+use crate::workload::authority::AuthorityRewriter;
+
 /// `SO_PEERPIDFD` from `<asm-generic/socket.h>`, Linux 6.5 and later.
 const SO_PEERPIDFD: libc::c_int = 77;
 
@@ -192,13 +194,23 @@ impl PeerInfo {
 pub struct PeerStream {
     stream: UnixStream,
     peer: PeerInfo,
+    rewriter: AuthorityRewriter,
+    /// Rewritten client bytes not yet handed to the HTTP/2 server.
+    pending: Vec<u8>,
+    pending_start: usize,
 }
 
 impl PeerStream {
     /// Captures the peer of an accepted connection.
     pub fn new(stream: UnixStream) -> Self {
         let peer = PeerInfo::capture(&stream);
-        Self { stream, peer }
+        Self {
+            stream,
+            peer,
+            rewriter: AuthorityRewriter::default(),
+            pending: Vec::new(),
+            pending_start: 0,
+        }
     }
 }
 
@@ -211,12 +223,37 @@ impl Connected for PeerStream {
 }
 
 impl AsyncRead for PeerStream {
+    /// Reads client bytes through the [`AuthorityRewriter`], so that the
+    /// HTTP/2 server sees a valid `:authority`.
     fn poll_read(
-        mut self: Pin<&mut Self>,
+        self: Pin<&mut Self>,
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        loop {
+            if this.pending_start < this.pending.len() {
+                let available = &this.pending[this.pending_start..];
+                let n = available.len().min(buf.remaining());
+                buf.put_slice(&available[..n]);
+                this.pending_start += n;
+                if this.pending_start == this.pending.len() {
+                    this.pending.clear();
+                    this.pending_start = 0;
+                }
+                return Poll::Ready(Ok(()));
+            }
+
+            let mut chunk = [0u8; 8192];
+            let mut chunk_buf = ReadBuf::new(&mut chunk);
+            std::task::ready!(Pin::new(&mut this.stream).poll_read(cx, &mut chunk_buf))?;
+            if chunk_buf.filled().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            this.rewriter
+                .feed(chunk_buf.filled(), &mut this.pending)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
     }
 }
 
