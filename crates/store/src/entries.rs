@@ -162,7 +162,7 @@ impl Store {
         if state.revision != entry.revision {
             return Err(StoreError::Conflict {
                 id: stored.id,
-                given: entry.revision,
+                expected: entry.revision,
                 stored: state.revision,
             });
         }

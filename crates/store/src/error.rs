@@ -104,14 +104,14 @@ pub enum StoreError {
 
     /// An update was based on an older revision of the entry.
     #[error(
-        "registration entry {id} changed since it was read: the update is based on revision \
-         {given}, the stored revision is {stored}; read the entry again and retry"
+        "registration entry {id} changed since it was read: the update expected revision \
+         {expected}, the stored revision is {stored}; read the entry again and retry"
     )]
     Conflict {
         /// The entry ID.
         id: EntryId,
-        /// The revision in the update.
-        given: i64,
+        /// The revision in the update, which the caller read.
+        expected: i64,
         /// The revision in the store.
         stored: i64,
     },

@@ -308,11 +308,11 @@ mod cases {
             .await
             .expect_err("an update based on revision 0 after revision 1 is stale");
         assert!(
-            matches!(&err, StoreError::Conflict { id, given: 0, stored: 1 } if *id == created.id),
+            matches!(&err, StoreError::Conflict { id, expected: 0, stored: 1 } if *id == created.id),
             "{err:?}"
         );
         let message = err.to_string();
-        assert!(message.contains("revision 0"), "{message}");
+        assert!(message.contains("expected revision 0"), "{message}");
         assert!(message.contains("revision is 1"), "{message}");
 
         let stored = store.get_entry(&created.id).await.unwrap().unwrap();
