@@ -242,6 +242,13 @@ pub(crate) fn accept(
                 }
             };
 
+            // gRPC writes small frames and waits for the reply; with Nagle's
+            // algorithm each reply waited for the client's delayed ACK,
+            // about 40 ms per call.
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::warn!(error = %e, %remote_addr, "failed to set TCP_NODELAY");
+            }
+
             let acceptor = acceptor.clone();
             let bundle = Arc::clone(&bundle);
             let sender = sender.clone();
