@@ -67,8 +67,12 @@ fn format_problems(problems: &[InvalidKey]) -> String {
 pub struct RawConfig {
     /// Trust domain name, such as `example.org`.
     pub trust_domain: Option<String>,
-    /// Address of the server's agent API, `host:port`.
+    /// Address of the server's agent API, `host:port`. Shorthand for a
+    /// `server_addresses` list of one; setting both is an error.
     pub server_address: Option<String>,
+    /// Addresses of several servers of the trust domain that share one
+    /// database. The agent uses the first that accepts a connection.
+    pub server_addresses: Option<Vec<String>>,
     /// Directory for the agent SVID, its key and the trust bundle.
     pub data_dir: Option<PathBuf>,
     /// Path of the Workload API socket.
@@ -112,6 +116,7 @@ impl fmt::Debug for RawConfig {
         f.debug_struct("RawConfig")
             .field("trust_domain", &self.trust_domain)
             .field("server_address", &self.server_address)
+            .field("server_addresses", &self.server_addresses)
             .field("data_dir", &self.data_dir)
             .field("socket_path", &self.socket_path)
             .field(
@@ -227,8 +232,9 @@ impl fmt::Display for ServerAddress {
 pub struct AgentConfig {
     /// The trust domain the agent and its workloads belong to.
     pub trust_domain: TrustDomain,
-    /// The server's agent API.
-    pub server_address: ServerAddress,
+    /// The agent API addresses of the trust domain's servers, in the order
+    /// the agent tries them; never empty.
+    pub server_addresses: Vec<ServerAddress>,
     /// Directory for the agent SVID, its key and the trust bundle.
     pub data_dir: PathBuf,
     /// Path of the Workload API socket; its directory is made mode 0755.
@@ -273,13 +279,7 @@ impl AgentConfig {
                 .ok(),
         };
 
-        let server_address = ServerAddress::parse(
-            raw.server_address
-                .as_deref()
-                .unwrap_or(DEFAULT_SERVER_ADDRESS),
-        )
-        .map_err(|message| report("server_address", message))
-        .ok();
+        let server_addresses = resolve_server_addresses(&raw, &mut report);
 
         let data_dir = raw.data_dir.clone().filter(|d| !d.as_os_str().is_empty());
         if data_dir.is_none() {
@@ -349,7 +349,7 @@ impl AgentConfig {
 
         match (
             trust_domain,
-            server_address,
+            server_addresses,
             data_dir,
             socket_path,
             log_level,
@@ -359,7 +359,7 @@ impl AgentConfig {
         ) {
             (
                 Some(trust_domain),
-                Some(server_address),
+                Some(server_addresses),
                 Some(data_dir),
                 Some(socket_path),
                 Some(log_level),
@@ -368,7 +368,7 @@ impl AgentConfig {
                 Some(max_delay),
             ) if problems.is_empty() => Ok(Self {
                 trust_domain,
-                server_address,
+                server_addresses,
                 data_dir,
                 socket_path,
                 join_token,
@@ -406,6 +406,43 @@ fn parse_duration_key(value: Option<&str>, default: Duration) -> Result<Duration
     Ok(duration)
 }
 
+/// Resolves `server_addresses`, or `server_address` as a list of one, or
+/// the default address when neither is set.
+fn resolve_server_addresses(
+    raw: &RawConfig,
+    report: &mut impl FnMut(&'static str, String),
+) -> Option<Vec<ServerAddress>> {
+    match (&raw.server_address, &raw.server_addresses) {
+        (Some(_), Some(_)) => {
+            report(
+                "server_addresses",
+                "set together with server_address; keep only one of the two".into(),
+            );
+            None
+        }
+        (None, Some(list)) if list.is_empty() => {
+            report(
+                "server_addresses",
+                "empty; list at least one host:port, such as [\"127.0.0.1:8081\"]".into(),
+            );
+            None
+        }
+        (None, Some(list)) => {
+            let parsed: Result<Vec<_>, _> = list.iter().map(|a| ServerAddress::parse(a)).collect();
+            parsed
+                .map_err(|message| report("server_addresses", message))
+                .ok()
+        }
+        (single, None) => {
+            let address = single.as_deref().unwrap_or(DEFAULT_SERVER_ADDRESS);
+            ServerAddress::parse(address)
+                .map(|address| vec![address])
+                .map_err(|message| report("server_address", message))
+                .ok()
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -430,14 +467,17 @@ mod tests {
         let raw = RawConfig::from_toml(include_str!("../agent.example.toml")).expect("parse");
         let config = AgentConfig::resolve(raw).expect("resolve");
         assert_eq!(config.trust_domain.name(), "example.org");
-        assert_eq!(config.server_address.to_string(), "127.0.0.1:8081");
+        assert_eq!(config.server_addresses[0].to_string(), "127.0.0.1:8081");
         assert!(config.join_token.is_some());
     }
 
     #[test]
     fn resolve_fills_defaults() {
         let config = AgentConfig::resolve(minimal()).expect("resolve");
-        assert_eq!(config.server_address.to_string(), DEFAULT_SERVER_ADDRESS);
+        assert_eq!(
+            config.server_addresses[0].to_string(),
+            DEFAULT_SERVER_ADDRESS
+        );
         assert_eq!(
             config.socket_path,
             PathBuf::from("/var/lib/tessera/agent/public/api.sock")
@@ -447,6 +487,44 @@ mod tests {
         assert_eq!(config.retry, RetryPolicy::default());
         assert!(!config.insecure_bootstrap);
         assert!(config.join_token.is_none());
+    }
+
+    #[test]
+    fn resolve_server_addresses_list() {
+        let raw = RawConfig {
+            server_addresses: Some(vec!["127.0.0.1:8081".into(), "[::1]:8082".into()]),
+            ..minimal()
+        };
+        let config = AgentConfig::resolve(raw).expect("resolve");
+        let addresses: Vec<String> = config
+            .server_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(addresses, ["127.0.0.1:8081", "[::1]:8082"]);
+    }
+
+    #[test]
+    fn resolve_server_addresses_invalid_cases() {
+        let cases = [
+            (Some("127.0.0.1:8081"), Some(vec!["127.0.0.1:8082"])),
+            (None, Some(vec![])),
+            (None, Some(vec!["127.0.0.1:8081", "no-port"])),
+        ];
+        for (single, list) in cases {
+            let raw = RawConfig {
+                server_address: single.map(str::to_owned),
+                server_addresses: list
+                    .clone()
+                    .map(|list| list.into_iter().map(str::to_owned).collect()),
+                ..minimal()
+            };
+            assert_eq!(
+                invalid_keys(raw),
+                ["server_addresses"],
+                "server_address {single:?}, server_addresses {list:?}"
+            );
+        }
     }
 
     #[test]

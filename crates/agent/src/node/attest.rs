@@ -56,7 +56,7 @@ pub async fn establish(
         let identity = TlsIdentity::new(&config.trust_domain, Some(bundle.clone()), false)?;
         identity.set_agent_svid(svid.clone())?;
         let server = Arc::new(ServerChannel::new(
-            config.server_address.clone(),
+            config.server_addresses.clone(),
             &identity,
         )?);
         return Ok(AttestedNode {
@@ -111,7 +111,7 @@ async fn attest(
         config.insecure_bootstrap,
     )?;
     let server = Arc::new(ServerChannel::new(
-        config.server_address.clone(),
+        config.server_addresses.clone(),
         &identity,
     )?);
 
@@ -123,7 +123,7 @@ async fn attest(
         }),
         public_key: key.public_key_der(),
     };
-    tracing::info!(server = %config.server_address, "attesting the node with a join token");
+    tracing::info!(servers = ?config.server_addresses, "attesting the node with a join token");
     let response = retry(&config.retry, "AttestAgent", || {
         let mut client = server.client();
         let request = request.clone();

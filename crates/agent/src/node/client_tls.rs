@@ -4,6 +4,7 @@
 //! checked. The agent presents its current agent SVID as client certificate.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
@@ -18,6 +19,7 @@ use tessera_spiffe::x509::validate_x509_svid;
 use tessera_spiffe::{SpiffeId, TrustBundle, TrustDomain, X509Svid};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::config::ServerAddress;
@@ -27,7 +29,7 @@ use crate::error::AgentError;
 pub const SERVER_ID_PATH: &str = "/tessera/server";
 
 /// Placeholder URI for the gRPC channel: the connector below dials the
-/// configured address itself, so this name is never resolved.
+/// configured addresses itself, so this name is never resolved.
 const CHANNEL_URI: &str = "http://tessera-server";
 
 /// SNI name sent when the configured host is not a valid DNS name or IP.
@@ -256,28 +258,39 @@ impl ResolvesClientCert for AgentCertResolver {
     }
 }
 
-/// A gRPC channel to the server's agent API that dials lazily, and a way to
+/// A gRPC channel to the servers' agent API that dials lazily, and a way to
 /// start a fresh connection after the agent SVID changes.
+///
+/// With several server addresses, each new connection tries the address
+/// that last worked first, then the others in order. When a server goes
+/// away, tonic opens a new connection on the next call, which moves to the
+/// next server.
 #[derive(Debug)]
 pub struct ServerChannel {
-    address: ServerAddress,
-    tls: Arc<ClientConfig>,
+    dialer: Arc<Dialer>,
     channel: ArcSwap<Channel>,
 }
 
 impl ServerChannel {
-    /// Creates a channel to `address` authenticated by `identity`. No
-    /// connection is made until the first call.
+    /// Creates a channel to the servers at `addresses`, authenticated by
+    /// `identity`. No connection is made until the first call.
     ///
     /// # Errors
     ///
     /// Returns [`AgentError::Tls`] when the TLS configuration is invalid.
-    pub fn new(address: ServerAddress, identity: &Arc<TlsIdentity>) -> Result<Self, AgentError> {
-        let tls = identity.client_config()?;
-        let channel = lazy_channel(&address, &tls);
+    pub fn new(
+        addresses: Vec<ServerAddress>,
+        identity: &Arc<TlsIdentity>,
+    ) -> Result<Self, AgentError> {
+        let dialer = Arc::new(Dialer {
+            tls: identity.client_config()?,
+            addresses,
+            current: AtomicUsize::new(0),
+            failing: AtomicBool::new(false),
+        });
+        let channel = lazy_channel(&dialer);
         Ok(Self {
-            address,
-            tls,
+            dialer,
             channel: ArcSwap::from_pointee(channel),
         })
     }
@@ -297,36 +310,94 @@ impl ServerChannel {
     /// with the current client certificate. Calls already running keep the
     /// old connection until they finish.
     pub fn reconnect(&self) {
-        self.channel
-            .store(Arc::new(lazy_channel(&self.address, &self.tls)));
+        self.channel.store(Arc::new(lazy_channel(&self.dialer)));
     }
 }
 
-fn lazy_channel(address: &ServerAddress, tls: &Arc<ClientConfig>) -> Channel {
-    let server_name = ServerName::try_from(address.host.clone())
-        .or_else(|_| ServerName::try_from(FALLBACK_SERVER_NAME))
-        .map(|name| name.to_owned())
-        .ok();
-    let dial_address = (address.host.clone(), address.port);
-    let connector = TlsConnector::from(tls.clone());
+/// Opens TLS connections to the first server address that accepts one.
+#[derive(Debug)]
+struct Dialer {
+    tls: Arc<ClientConfig>,
+    addresses: Vec<ServerAddress>,
+    /// Index of the address that accepted the last connection.
+    current: AtomicUsize,
+    /// Whether the last dial failed on every address, so that the outage
+    /// and the recovery are each logged once.
+    failing: AtomicBool,
+}
 
-    let connect = tower::service_fn(move |_: Uri| {
-        let dial_address = dial_address.clone();
-        let connector = connector.clone();
-        let server_name = server_name.clone();
-        async move {
-            let server_name = server_name.ok_or_else(|| {
+impl Dialer {
+    async fn dial(&self) -> std::io::Result<TlsStream<TcpStream>> {
+        let start = self.current.load(Ordering::Acquire);
+        let count = self.addresses.len();
+        let mut last_error = None;
+        for offset in 0..count {
+            let index = (start + offset) % count;
+            let Some(address) = self.addresses.get(index) else {
+                continue;
+            };
+            let dialed = tokio::time::timeout(CONNECT_TIMEOUT, self.dial_one(address))
+                .await
+                .unwrap_or_else(|_| {
+                    Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "connection and TLS handshake timed out",
+                    ))
+                });
+            match dialed {
+                Ok(stream) => {
+                    let was_failing = self.failing.swap(false, Ordering::AcqRel);
+                    if index != start || was_failing {
+                        tracing::info!(server = %address, "connected to the server");
+                    }
+                    self.current.store(index, Ordering::Release);
+                    return Ok(stream);
+                }
+                Err(e) => {
+                    if count > 1 {
+                        tracing::debug!(server = %address, error = %e, "failed to connect to the server; trying the next");
+                    }
+                    last_error = Some(e);
+                }
+            }
+        }
+        if !self.failing.swap(true, Ordering::AcqRel) {
+            tracing::warn!(
+                servers = count,
+                "failed to connect to every server; retrying"
+            );
+        }
+        Err(last_error.unwrap_or_else(|| {
+            std::io::Error::new(std::io::ErrorKind::InvalidInput, "no server address")
+        }))
+    }
+
+    async fn dial_one(&self, address: &ServerAddress) -> std::io::Result<TlsStream<TcpStream>> {
+        let server_name = ServerName::try_from(address.host.clone())
+            .or_else(|_| ServerName::try_from(FALLBACK_SERVER_NAME))
+            .map(|name| name.to_owned())
+            .map_err(|_| {
                 std::io::Error::new(std::io::ErrorKind::InvalidInput, "invalid TLS server name")
             })?;
-            let tcp = TcpStream::connect(dial_address).await?;
-            tcp.set_nodelay(true)?;
-            let tls = connector.connect(server_name, tcp).await?;
-            Ok::<_, std::io::Error>(TokioIo::new(tls))
-        }
+        let tcp = TcpStream::connect((address.host.as_str(), address.port)).await?;
+        tcp.set_nodelay(true)?;
+        TlsConnector::from(Arc::clone(&self.tls))
+            .connect(server_name, tcp)
+            .await
+    }
+}
+
+/// Maximum time to connect to one server address, TLS handshake included.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn lazy_channel(dialer: &Arc<Dialer>) -> Channel {
+    let dialer = Arc::clone(dialer);
+    let connect = tower::service_fn(move |_: Uri| {
+        let dialer = Arc::clone(&dialer);
+        async move { Ok::<_, std::io::Error>(TokioIo::new(dialer.dial().await?)) }
     });
 
     Endpoint::from_static(CHANNEL_URI)
-        .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(30))
         .keep_alive_timeout(Duration::from_secs(10))
         .keep_alive_while_idle(true)
