@@ -250,7 +250,11 @@ pub struct EntryCreateArgs {
     /// Selectors are objects `{"type": .., "value": ..}` or `TYPE:VALUE`
     /// strings; TTLs are seconds or durations such as `"1h"`; `expires_at`
     /// is Unix seconds or RFC 3339. `id`, `revision` and `created_at` are
-    /// ignored.
+    /// ignored. The whole file is checked locally first, and any malformed
+    /// entry stops it before anything is sent. The server then creates each
+    /// entry on its own: an entry it rejects (a duplicate, a parent in
+    /// another trust domain) is reported, exit code 1, while the others
+    /// are still created.
     #[arg(long, conflicts_with_all = [
         "spiffe_id", "parent_id", "selectors", "x509_svid_ttl", "jwt_svid_ttl",
         "dns_names", "hint", "expires_at", "federates_with", "admin", "downstream",

@@ -46,13 +46,15 @@ impl WorkloadClient {
     /// Connects to the Workload API socket at `socket`; calls are retried
     /// for at most `retry_timeout`.
     pub async fn connect(socket: &Path, retry_timeout: Duration) -> Result<Self> {
-        let channel = unix::connect(socket).await.with_context(|| {
-            format!(
-                "failed to connect to the Workload API socket {}; check that the agent is \
-                 running and that --socket (or SPIFFE_ENDPOINT_SOCKET) names its socket_path",
-                socket.display()
-            )
-        })?;
+        let channel = connect_with_retry(socket, retry_timeout)
+            .await
+            .with_context(|| {
+                format!(
+                    "failed to connect to the Workload API socket {}; check that the agent is \
+                     running and that --socket (or SPIFFE_ENDPOINT_SOCKET) names its socket_path",
+                    socket.display()
+                )
+            })?;
         let interceptor: Interceptor = add_security_header;
         Ok(Self {
             api: SpiffeWorkloadApiClient::with_interceptor(channel, interceptor),
@@ -157,6 +159,24 @@ impl WorkloadClient {
             tracing::debug!(code = ?status.code(), message = status.message(), "retrying {action}");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+}
+
+/// Opens the socket, retrying for at most `retry_timeout` while it is
+/// missing or refuses connections, as it does while the agent starts.
+async fn connect_with_retry(socket: &Path, retry_timeout: Duration) -> Result<Channel> {
+    let deadline = Instant::now() + retry_timeout;
+    let mut backoff = INITIAL_BACKOFF;
+    loop {
+        match unix::connect(socket).await {
+            Ok(channel) => return Ok(channel),
+            Err(error) if Instant::now() + backoff < deadline => {
+                tracing::debug!(error = %error, "retrying the Workload API connection");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+            Err(error) => return Err(error),
         }
     }
 }
