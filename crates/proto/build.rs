@@ -14,7 +14,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/tessera/admin/v1/admin.proto",
     ];
     let well_known: PathBuf = protoc_bin_vendored::include_path()?;
-    let well_known = well_known.to_str().ok_or("protoc include path is not UTF-8")?;
+    let well_known = well_known
+        .to_str()
+        .ok_or("protoc include path is not UTF-8")?;
     let includes = ["proto", well_known];
     tonic_prost_build::configure().compile_with_config(config, &protos, &includes)?;
 

@@ -162,10 +162,10 @@ impl AuthorityRewriter {
                 "header block larger than {MAX_HEADER_BLOCK} bytes"
             )));
         }
-        if flags & FLAG_END_HEADERS != 0 {
-            if let Some(block) = self.block.take() {
-                self.rewrite_block(&block, output)?;
-            }
+        if flags & FLAG_END_HEADERS != 0
+            && let Some(block) = self.block.take()
+        {
+            self.rewrite_block(&block, output)?;
         }
         Ok(())
     }
