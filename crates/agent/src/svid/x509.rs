@@ -25,8 +25,11 @@ use crate::svid::{certificate_validity, duration_until, renewal_time, system_tim
 pub const MAX_BATCH_SIZE: usize = 500;
 
 /// Shortest time between two signings of one entry's SVID, so an SVID
-/// that arrives already past half its lifetime is not re-signed in a loop.
-const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(5);
+/// that arrives with almost no lifetime left (its CA about to expire) is
+/// not re-signed in a loop. It is short because renewal is already
+/// measured from arrival, and an SVID with a TTL of a few seconds must
+/// still be renewed before it expires.
+const MIN_RENEWAL_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Deadline of one `BatchNewX509Svid` call.
 const SIGN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -343,10 +346,9 @@ fn accept_result(
         validate_x509_svid(svid.cert_chain(), bundle, now).map_err(|e| e.to_string())?;
     }
     let (not_before, not_after) = certificate_validity(svid.leaf())?;
-    // An SVID that arrives already at half its lifetime (a short TTL, or a
-    // CA near its own expiry) is kept at least MIN_RENEWAL_INTERVAL.
     // The CA backdates notBefore to absorb clock skew, so the lifetime is
-    // measured from `now`, when the SVID is in hand.
+    // measured from `now`, when the SVID is in hand, and an SVID is kept
+    // at least MIN_RENEWAL_INTERVAL.
     let renew_at = renewal_time(not_before.max(now), not_after).max(now + MIN_RENEWAL_INTERVAL);
     Ok(WorkloadSvid {
         svid,
