@@ -8,10 +8,9 @@
 //! SPIFFE clients could not reach the Workload API at all. The authority
 //! means nothing on a Unix socket, so replacing it loses nothing.
 //!
-//! The client's header blocks are decoded with HPACK and encoded again with
-//! an encoder whose dynamic table the server's decoder follows, so every
-//! HEADERS frame of the connection passes through here; other frames are
-//! copied unchanged.
+//! Every header block of the connection is decoded with HPACK and encoded
+//! again, because the server's HPACK decoder must follow this encoder's
+//! dynamic table. Frames of other types are copied unchanged.
 
 use std::fmt;
 
@@ -40,7 +39,7 @@ const MAX_HEADER_BLOCK: usize = 256 * 1024;
 /// The authority that replaces an invalid one.
 const REPLACEMENT_AUTHORITY: &[u8] = b"localhost";
 
-/// A malformed client byte stream; the connection is closed.
+/// A malformed client byte stream, which closes the connection.
 #[derive(Debug)]
 pub struct RewriteError(String);
 
