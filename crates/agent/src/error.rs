@@ -16,7 +16,7 @@ pub enum AgentError {
     /// A file or directory operation failed.
     #[error("failed to {action} {path}")]
     Io {
-        /// What the agent was doing, such as `write`.
+        /// The operation that failed, such as `write`.
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
@@ -25,12 +25,12 @@ pub enum AgentError {
         source: std::io::Error,
     },
 
-    /// A stored file holds something the agent cannot use.
+    /// A stored file contains data the agent cannot use.
     #[error("invalid stored file {path}: {reason}; delete it to attest the node again")]
     InvalidStoredFile {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// The problem found in the file.
         reason: String,
     },
 
@@ -85,7 +85,7 @@ pub enum AgentError {
     InvalidResponse {
         /// The RPC, such as `AttestAgent`.
         operation: &'static str,
-        /// What is wrong with the response.
+        /// The problem found in the response.
         reason: String,
     },
 

@@ -75,7 +75,7 @@ pub fn bind_socket(path: &Path) -> Result<UnixListener, AgentError> {
     Ok(listener)
 }
 
-/// Removes `path` if it is a socket nobody listens on.
+/// Removes `path` if it is a socket with no listener.
 fn remove_stale_socket(path: &Path) -> io::Result<()> {
     let metadata = match fs::symlink_metadata(path) {
         Ok(metadata) => metadata,

@@ -1,5 +1,5 @@
 //! Agent SVID renewal: at half of its lifetime the agent makes a new key and
-//! asks the server to sign it (`RenewAgent`), then stores the new SVID and
+//! requests the server's signature on it (`RenewAgent`), then stores the new SVID and
 //! presents it on new connections.
 
 use std::sync::Arc;
@@ -47,7 +47,7 @@ impl AgentSvidRenewal {
     /// Returns [`AgentError::Server`] when the server rejects the agent (a
     /// final gRPC code, such as an evicted or banned agent), and
     /// [`AgentError::AgentSvidExpired`] when renewal kept failing until the
-    /// SVID expired; the node must then be attested again.
+    /// SVID expired. The node must then be attested again.
     pub async fn run(self) -> Result<(), AgentError> {
         loop {
             let current = self

@@ -249,7 +249,7 @@ fn write_frame(output: &mut Vec<u8>, kind: u8, flags: u8, stream_id: u32, payloa
     output.extend_from_slice(payload);
 }
 
-/// Whether `value` parses as a URI authority, the check that `h2` applies.
+/// Checks that `value` parses as a URI authority, as `h2` does.
 fn is_valid_authority(value: &[u8]) -> bool {
     http::uri::Authority::try_from(value).is_ok()
 }

@@ -224,7 +224,7 @@ impl Connected for PeerStream {
 
 impl AsyncRead for PeerStream {
     /// Reads client bytes through the [`AuthorityRewriter`], so that the
-    /// HTTP/2 server sees a valid `:authority`.
+    /// HTTP/2 server receives a valid `:authority`.
     fn poll_read(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,

@@ -1,7 +1,7 @@
 //! Client of the SPIFFE Workload API. Every request carries the
 //! `workload.spiffe.io: true` metadata that the Workload Endpoint
-//! specification requires, and calls that the agent answers with
-//! `Unavailable` or `PermissionDenied` are retried with backoff until a
+//! specification requires. Calls that fail with `Unavailable` or
+//! `PermissionDenied` are retried with backoff until a
 //! deadline, as the specification allows.
 
 use std::future::Future;

@@ -69,7 +69,7 @@ pub struct RelationshipArgs {
     /// `https://127.0.0.1:8443/`.
     #[arg(long)]
     pub bundle_endpoint_url: String,
-    /// How the bundle endpoint authenticates itself.
+    /// The bundle endpoint's authentication profile.
     #[arg(long, value_enum, default_value_t = ProfileArg::HttpsSpiffe)]
     pub profile: ProfileArg,
     /// SPIFFE ID the endpoint presents under https_spiffe; defaults to

@@ -17,7 +17,7 @@ use crate::status::{rejected, store_status};
 
 /// Number of random bytes in a join token (64 hex characters).
 const JOIN_TOKEN_BYTES: usize = 32;
-/// Longest join token lifetime a request may ask for.
+/// Maximum join token lifetime a request may set.
 const MAX_JOIN_TOKEN_TTL: Duration = Duration::from_secs(365 * 24 * 60 * 60);
 /// Selector type of the alias entry made for a join token's agent.
 const ALIAS_SELECTOR_TYPE: &str = "spiffe_id";

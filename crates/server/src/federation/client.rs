@@ -23,7 +23,7 @@ pub(crate) const MAX_RESPONSE_BYTES: usize = 1024 * 1024;
 /// Time allowed for a whole fetch: connect, handshake, request and body.
 pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 
-/// How the client authenticates the endpoint.
+/// The profile by which the client authenticates the endpoint.
 pub(crate) enum EndpointAuth {
     /// The endpoint must present an X509-SVID with `endpoint_id` that
     /// chains to `bundle`.

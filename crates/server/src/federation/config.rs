@@ -56,7 +56,7 @@ pub struct RawOidcConfig {
     pub key_path: Option<PathBuf>,
 }
 
-/// How a bundle endpoint authenticates itself to clients.
+/// The authentication profile a bundle endpoint presents to clients.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EndpointProfile {
     /// The server's own X509-SVID, checked by clients against its bundle.

@@ -35,7 +35,7 @@ pub enum FederationError {
     WebCertificate {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
+        /// The problem found.
         reason: String,
     },
     /// Binding a listener failed.
@@ -51,7 +51,7 @@ pub enum FederationError {
     },
 }
 
-/// How a peer's bundle endpoint authenticates itself.
+/// The authentication profile of a peer's bundle endpoint.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum PeerProfile {
     /// The endpoint presents an X509-SVID with this SPIFFE ID, checked
@@ -71,7 +71,7 @@ pub(crate) struct Relationship {
     pub trust_domain: TrustDomain,
     /// The peer's bundle endpoint URL, `https://host[:port]/path`.
     pub url: http::Uri,
-    /// How the endpoint authenticates itself.
+    /// The endpoint's authentication profile.
     pub profile: PeerProfile,
 }
 
@@ -225,7 +225,7 @@ impl Federation {
     }
 
     /// Replaces the in-memory bundle of `td`, or removes it with `None`,
-    /// and tells every sync stream.
+    /// and notifies every sync stream.
     pub fn set_bundle(&self, state: &ServerState, td: &TrustDomain, bundle: Option<TrustBundle>) {
         let mut bundles = BTreeMap::clone(&self.bundles.load());
         match bundle {

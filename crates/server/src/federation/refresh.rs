@@ -17,7 +17,7 @@ use crate::state::ServerState;
 
 /// Shortest interval between scheduled fetches, whatever the peer's hint.
 pub(crate) const MIN_REFRESH: Duration = Duration::from_secs(30);
-/// Longest interval between scheduled fetches.
+/// Maximum interval between scheduled fetches.
 pub(crate) const MAX_REFRESH: Duration = Duration::from_secs(60 * 60);
 /// Interval when the peer's bundle has no refresh hint.
 pub(crate) const DEFAULT_REFRESH: Duration = Duration::from_secs(5 * 60);
