@@ -1,7 +1,8 @@
 //! Change-feed tailing for several servers on one database: a task polls
-//! `Store::changes_since` and applies the writes of other servers to the
-//! entry cache and the sync streams, as the admin write path does for
-//! local writes. It also prunes changes older than an hour.
+//! `Store::changes_since` and applies the writes of other servers (entries,
+//! agents, the trust bundle, federation relationships and federated
+//! bundles) to this server's memory and sync streams, as the admin write
+//! path does for local writes. It also prunes changes older than an hour.
 //!
 //! Polling, not PostgreSQL LISTEN/NOTIFY: the store runs on sqlx's `Any`
 //! pool, which has no listener, and one indexed `revision > ?` query every
@@ -12,12 +13,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tessera_registration::EntryId;
-use tessera_spiffe::SpiffeId;
+use tessera_spiffe::{SpiffeId, TrustDomain};
 use tessera_store::{Change, ChangeKind, Revision, StoreError};
 use tracing::Instrument;
 
 use crate::ServerError;
 use crate::cache::EntryCache;
+use crate::federation::follow;
 use crate::shared_bundle;
 use crate::state::{ServerState, SyncEvent};
 
@@ -89,7 +91,7 @@ impl Tail {
     }
 
     /// Reads and applies every change after `applied`, then prunes when due.
-    async fn poll(&mut self, state: &ServerState) -> Result<(), StoreError> {
+    async fn poll(&mut self, state: &Arc<ServerState>) -> Result<(), StoreError> {
         loop {
             let changes = match state.store.changes_since(self.applied, BATCH).await {
                 Ok(changes) => changes,
@@ -147,7 +149,7 @@ impl Tail {
 
 /// Applies a batch of changes in revision order and notifies the sync
 /// streams once per kind of event.
-async fn apply(state: &ServerState, changes: &[Change]) -> Result<(), StoreError> {
+async fn apply(state: &Arc<ServerState>, changes: &[Change]) -> Result<(), StoreError> {
     let mut entries_changed = false;
     let mut bundle_changed = false;
     for change in changes {
@@ -168,13 +170,18 @@ async fn apply(state: &ServerState, changes: &[Change]) -> Result<(), StoreError
             {
                 bundle_changed = true;
             }
-            // NOTE: federated bundles and federation relationships written
-            // by another server are not followed yet, so each server keeps
-            // its own federation state.
-            ChangeKind::BundleUpdated
-            | ChangeKind::BundleDeleted
-            | ChangeKind::FederationUpdated
-            | ChangeKind::FederationDeleted => {}
+            ChangeKind::BundleUpdated | ChangeKind::BundleDeleted => {
+                match TrustDomain::new(&change.object_id) {
+                    Ok(td) => follow::apply_bundle(state, &td).await?,
+                    Err(e) => skip_invalid(change, &e),
+                }
+            }
+            ChangeKind::FederationUpdated | ChangeKind::FederationDeleted => {
+                match TrustDomain::new(&change.object_id) {
+                    Ok(td) => follow::apply_relationship(state, &td).await?,
+                    Err(e) => skip_invalid(change, &e),
+                }
+            }
         }
     }
     if entries_changed {
@@ -245,10 +252,10 @@ async fn apply_entry(state: &ServerState, change: &Change) -> Result<bool, Store
     Ok(changed)
 }
 
-/// Replaces the entry cache with the store's entries and returns the
-/// revision it was read at.
-async fn reload(state: &ServerState) -> Result<Revision, StoreError> {
-    let _write = state.write_lock.lock().await;
+/// Replaces the entry cache with the store's entries, applies the stored
+/// federation state, and returns the revision the entries were read at.
+async fn reload(state: &Arc<ServerState>) -> Result<Revision, StoreError> {
+    let write = state.write_lock.lock().await;
     // The revision is read first: changes after it are read again later,
     // and applying them twice is harmless.
     let revision = state.store.latest_revision().await?;
@@ -262,6 +269,9 @@ async fn reload(state: &ServerState) -> Result<Revision, StoreError> {
     for agent in state.store.list_agents().await? {
         state.notify(SyncEvent::AgentUpdated(agent.spiffe_id));
     }
+    drop(write);
+
+    follow::apply_all(state).await?;
     Ok(revision)
 }
 

@@ -3,7 +3,8 @@
 //! agent's sync stream on B through the change feed. Runs on a shared
 //! SQLite file, and on PostgreSQL at 127.0.0.1:5432 (user postgres, trust
 //! authentication) when `psql` can reach it; the PostgreSQL case is skipped
-//! with a message otherwise.
+//! with a message otherwise. Federation relationships and foreign bundles
+//! written through A reach B the same way.
 
 #![allow(
     clippy::unwrap_used,
@@ -14,11 +15,15 @@
 mod common;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use common::{TestServer, spiffe_id};
-use tessera_proto::admin::{DeleteEntriesRequest, ListEntriesRequest};
+use tessera_proto::admin::{
+    CreateFederationRequest, DeleteEntriesRequest, DeleteFederationRequest, FederationRelationship,
+    ListEntriesRequest, ListFederationsRequest, SetFederatedBundleRequest, UpdateFederationRequest,
+};
 use tessera_proto::agent::{SyncEntriesRequest, SyncEntriesResponse};
+use tessera_spiffe::{KeyAlgorithm, PrivateKey, TrustDomain};
 use tonic::Streaming;
 
 /// Entries created on A and timed until they reach B's sync stream.
@@ -237,6 +242,157 @@ async fn agent_of_one_server_accepted_by_other() {
             assert!(bundle.x509_authorities.contains(&der.to_vec()));
         }
     }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+/// Returns a PEM bundle of a new self-signed CA of `trust_domain`.
+fn foreign_bundle_pem(trust_domain: &str) -> Vec<u8> {
+    let td = TrustDomain::new(trust_domain).unwrap();
+    let now = SystemTime::now();
+    let key = PrivateKey::generate(KeyAlgorithm::EcP256).unwrap();
+    let params = tessera_spiffe::x509::ca_params(&td, now, now + Duration::from_secs(3600));
+    let cert = params.self_signed(&key.to_rcgen().unwrap()).unwrap();
+    cert.pem().into_bytes()
+}
+
+fn relationship(trust_domain: &str, url: &str) -> FederationRelationship {
+    FederationRelationship {
+        trust_domain: trust_domain.to_owned(),
+        bundle_endpoint_url: url.to_owned(),
+        profile: "https_spiffe".to_owned(),
+        ..FederationRelationship::default()
+    }
+}
+
+/// Waits until `server` reports the relationship with `trust_domain` in
+/// the state `check` accepts (`None` when it has none).
+async fn wait_for_relationship(
+    server: &TestServer,
+    trust_domain: &str,
+    check: impl Fn(Option<&FederationRelationship>) -> bool,
+) {
+    let deadline = Instant::now() + PROPAGATION_TIMEOUT;
+    loop {
+        let listed = server
+            .admin()
+            .await
+            .list_federations(ListFederationsRequest {})
+            .await
+            .unwrap()
+            .into_inner()
+            .relationships;
+        let found = listed.iter().find(|r| r.trust_domain == trust_domain);
+        if check(found) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "server B never reached the expected relationship with {trust_domain}; it lists {listed:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Reads sync messages until one carries a change to the federated bundle
+/// of `trust_domain`, and returns that message.
+async fn next_federated_change(
+    stream: &mut Streaming<SyncEntriesResponse>,
+    trust_domain: &str,
+) -> SyncEntriesResponse {
+    loop {
+        let message = next_message(stream).await;
+        let changed = message
+            .federated_bundles
+            .iter()
+            .any(|b| b.trust_domain == trust_domain);
+        let removed = message
+            .removed_federated_bundles
+            .iter()
+            .any(|td| td == trust_domain);
+        if changed || removed {
+            return message;
+        }
+    }
+}
+
+/// A federation relationship and bundle created, replaced and deleted
+/// through server A reach server B's relationships and an agent's sync
+/// stream on B.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn federation_changes_reach_other_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.sqlite3").display());
+    let (mut a, mut b) = start_pair(&url).await;
+    let agent = b.attest().await;
+    let mut stream = b
+        .agent(Some(&agent))
+        .await
+        .sync_entries(SyncEntriesRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = next_message(&mut stream).await;
+    assert!(snapshot.federated_bundles.is_empty());
+
+    // Nothing listens on port 9 of loopback, so neither server's refresh
+    // replaces the bootstrap bundle.
+    let first_url = "https://127.0.0.1:9/first";
+    let bootstrap = foreign_bundle_pem("peer.test");
+    a.admin()
+        .await
+        .create_federation(CreateFederationRequest {
+            relationship: Some(relationship("peer.test", first_url)),
+            trust_bundle: bootstrap,
+        })
+        .await
+        .unwrap();
+    wait_for_relationship(&b, "peer.test", |r| {
+        r.is_some_and(|r| r.bundle_endpoint_url == first_url)
+    })
+    .await;
+    let created = next_federated_change(&mut stream, "peer.test").await;
+    let sent = &created.federated_bundles[0];
+    assert_eq!(sent.x509_authorities.len(), 1);
+
+    let second_url = "https://127.0.0.1:9/second";
+    a.admin()
+        .await
+        .update_federation(UpdateFederationRequest {
+            relationship: Some(relationship("peer.test", second_url)),
+            trust_bundle: Vec::new(),
+        })
+        .await
+        .unwrap();
+    wait_for_relationship(&b, "peer.test", |r| {
+        r.is_some_and(|r| r.bundle_endpoint_url == second_url)
+    })
+    .await;
+
+    let replacement = foreign_bundle_pem("peer.test");
+    a.admin()
+        .await
+        .set_federated_bundle(SetFederatedBundleRequest {
+            trust_domain: "peer.test".to_owned(),
+            bundle: replacement,
+        })
+        .await
+        .unwrap();
+    let replaced = next_federated_change(&mut stream, "peer.test").await;
+    let resent = &replaced.federated_bundles[0];
+    assert_ne!(resent.x509_authorities, sent.x509_authorities);
+
+    a.admin()
+        .await
+        .delete_federation(DeleteFederationRequest {
+            trust_domain: "peer.test".to_owned(),
+        })
+        .await
+        .unwrap();
+    wait_for_relationship(&b, "peer.test", |r| r.is_none()).await;
+    let deleted = next_federated_change(&mut stream, "peer.test").await;
+    assert_eq!(deleted.removed_federated_bundles, ["peer.test"]);
+
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }

@@ -8,6 +8,7 @@ pub(crate) mod admin;
 pub(crate) mod check;
 pub(crate) mod client;
 pub mod config;
+pub(crate) mod follow;
 pub(crate) mod refresh;
 
 use std::collections::BTreeMap;
@@ -227,12 +228,17 @@ impl Federation {
     /// Replaces the in-memory bundle of `td`, or removes it with `None`,
     /// and notifies every sync stream.
     pub fn set_bundle(&self, state: &ServerState, td: &TrustDomain, bundle: Option<TrustBundle>) {
-        let mut bundles = BTreeMap::clone(&self.bundles.load());
-        match bundle {
-            Some(bundle) => bundles.insert(td.clone(), Arc::new(bundle)),
-            None => bundles.remove(td),
-        };
-        self.bundles.store(Arc::new(bundles));
+        // The change feed and the refresh tasks both call this, so the
+        // map is replaced with a compare-and-swap loop that loses no write.
+        let bundle = bundle.map(Arc::new);
+        self.bundles.rcu(|current| {
+            let mut bundles = BTreeMap::clone(current);
+            match &bundle {
+                Some(bundle) => bundles.insert(td.clone(), Arc::clone(bundle)),
+                None => bundles.remove(td),
+            };
+            bundles
+        });
         state.notify(SyncEvent::FederatedBundlesChanged);
     }
 
