@@ -78,21 +78,26 @@ async fn create(args: EntryCreateArgs, format: OutputFormat) -> Result<()> {
             output::print_json(&CreateResultsView { results })?;
         }
         OutputFormat::Text => {
+            // Created entries go to standard output and failures to
+            // standard error, so a script can keep the IDs and still see
+            // why the rest failed.
             let mut text = String::new();
+            let mut errors = String::new();
             for (index, (requested, result)) in entries.iter().zip(&results).enumerate() {
-                if index > 0 {
-                    text.push('\n');
-                }
                 match (&result.status, &result.entry) {
                     (Some(status), _) if status.code != 0 => {
-                        text.push_str(&format!(
-                            "Failed to create entry {index} for {}: {} ({:?})\n",
+                        errors.push_str(&format!(
+                            "{}failed to create the entry for {}: {} ({:?})\n",
+                            batch_position(index, entries.len()),
                             requested.spiffe_id,
                             status.message,
                             Code::from_i32(status.code)
                         ));
                     }
                     (_, Some(entry)) => {
+                        if !text.is_empty() {
+                            text.push('\n');
+                        }
                         text.push_str("Created entry\n");
                         text.push_str(&entry_text(entry));
                     }
@@ -100,6 +105,7 @@ async fn create(args: EntryCreateArgs, format: OutputFormat) -> Result<()> {
                 }
             }
             output::print_text(&text)?;
+            eprint!("{errors}");
         }
     }
 
@@ -238,10 +244,11 @@ async fn delete(args: EntryDeleteArgs, format: OutputFormat) -> Result<()> {
         }
         OutputFormat::Text => {
             let mut text = String::new();
+            let mut errors = String::new();
             for result in &response.results {
                 match &result.status {
-                    Some(status) if status.code != 0 => text.push_str(&format!(
-                        "Failed to delete entry {}: {} ({:?})\n",
+                    Some(status) if status.code != 0 => errors.push_str(&format!(
+                        "failed to delete entry {}: {} ({:?})\n",
                         result.id,
                         status.message,
                         Code::from_i32(status.code)
@@ -250,6 +257,7 @@ async fn delete(args: EntryDeleteArgs, format: OutputFormat) -> Result<()> {
                 }
             }
             output::print_text(&text)?;
+            eprint!("{errors}");
         }
     }
 
@@ -414,6 +422,16 @@ struct DeleteResultsView {
 struct DeleteResultView {
     id: String,
     status: StatusView,
+}
+
+/// Returns `entries[i]: ` when a batch has several entries, so a message
+/// points at the element of the batch file, and nothing otherwise.
+fn batch_position(index: usize, count: usize) -> String {
+    if count > 1 {
+        format!("entries[{index}]: ")
+    } else {
+        String::new()
+    }
 }
 
 #[cfg(test)]

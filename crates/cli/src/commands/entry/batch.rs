@@ -122,7 +122,7 @@ pub fn parse_batch(text: &str) -> Result<Vec<Entry>> {
         .map(|(index, input)| {
             let spiffe_id = input.spiffe_id.clone();
             entry_from_input(input)
-                .with_context(|| format!("entry {index} (spiffe_id {spiffe_id:?})"))
+                .with_context(|| format!("entries[{index}] (spiffe_id {spiffe_id:?})"))
         })
         .collect()
 }
@@ -283,7 +283,7 @@ mod tests {
         let err = parse_batch(&text).expect_err("second entry is invalid");
         let message = format!("{err:#}");
         assert!(
-            message.starts_with("entry 1 (spiffe_id \"not-an-id\")"),
+            message.starts_with("entries[1] (spiffe_id \"not-an-id\")"),
             "{message}"
         );
     }
