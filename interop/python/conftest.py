@@ -3,7 +3,8 @@
 The binary comes from TESSERA_BIN (default: target/debug/tessera at the
 repository root). One cluster serves the whole session: a server, a join
 token, an agent, and an entry that gives every process of the current user
-the SPIFFE ID in WORKLOAD_ID.
+the SPIFFE ID in WORKLOAD_ID. Modules that need clusters of their own start
+them with start_cluster.
 """
 
 from __future__ import annotations
@@ -94,6 +95,7 @@ class Cluster:
     server: Daemon
     agent: Daemon
     agent_id: str
+    trust_domain: str = TRUST_DOMAIN
 
     @property
     def admin_socket(self) -> Path:
@@ -117,15 +119,22 @@ class Cluster:
             f"---- {daemon.name} ----\n{daemon.log_text()}" for daemon in (self.server, self.agent)
         )
 
+    def stop(self) -> None:
+        self.agent.stop()
+        self.server.stop()
+
 
 def run_tessera(
-    admin_socket: Path, endpoint: str, args: list[str], check: bool = True
+    admin_socket: Path, endpoint: str, args: list[str], check: bool = True,
+    program: Path | None = None,
 ) -> subprocess.CompletedProcess[str]:
+    """Run the CLI, or `program` (a copy of it under another path)."""
+    program = program or tessera_bin()
     env = dict(os.environ)
     env["TESSERA_ADMIN_SOCKET"] = str(admin_socket)
     env["SPIFFE_ENDPOINT_SOCKET"] = endpoint
     result = subprocess.run(
-        [str(tessera_bin()), *args],
+        [str(program), *args],
         env=env,
         stdin=subprocess.DEVNULL,
         capture_output=True,
@@ -134,7 +143,7 @@ def run_tessera(
     )
     if check and result.returncode != 0:
         raise AssertionError(
-            f"tessera {' '.join(args)} exited {result.returncode}\n"
+            f"{program.name} {' '.join(args)} exited {result.returncode}\n"
             f"stdout:\n{result.stdout}\nstderr:\n{result.stderr}"
         )
     return result
@@ -154,28 +163,32 @@ def wait_until(what: str, ready, daemons: list[Daemon]) -> None:
         time.sleep(0.05)
 
 
-def write_server_config(root: Path) -> Path:
-    """Write server.toml; with port 0 the server picks the agent API port and
-    writes the bound address to <data_dir>/agent_api.addr."""
+def write_server_config(root: Path, trust_domain: str = TRUST_DOMAIN, extra: str = "") -> Path:
+    """Write server.toml with `extra` TOML appended. With port 0 the server
+    picks the agent API port and writes the bound address to
+    <data_dir>/agent_api.addr."""
     data_dir = root / "server"
     data_dir.mkdir()
     config = root / "server.toml"
     config.write_text(
-        f'trust_domain = "{TRUST_DOMAIN}"\n'
+        f'trust_domain = "{trust_domain}"\n'
         f'data_dir = "{data_dir}"\n'
         'bind_address = "127.0.0.1:0"\n'
         f'admin_socket = "{data_dir / "admin.sock"}"\n'
         'log_level = "info"\n'
+        f"{extra}"
     )
     return config
 
 
-def write_agent_config(root: Path, server_address: str, join_token: str) -> Path:
+def write_agent_config(
+    root: Path, server_address: str, join_token: str, trust_domain: str = TRUST_DOMAIN
+) -> Path:
     data_dir = root / "agent"
     data_dir.mkdir()
     config = root / "agent.toml"
     config.write_text(
-        f'trust_domain = "{TRUST_DOMAIN}"\n'
+        f'trust_domain = "{trust_domain}"\n'
         f'server_address = "{server_address}"\n'
         f'data_dir = "{data_dir}"\n'
         f'socket_path = "{root / "agent-api" / "api.sock"}"\n'
@@ -186,15 +199,16 @@ def write_agent_config(root: Path, server_address: str, join_token: str) -> Path
     return config
 
 
-@pytest.fixture(scope="session")
-def cluster(tmp_path_factory: pytest.TempPathFactory):
-    """A server and an agent, with an entry for the current user."""
-    # A short base path keeps socket paths under the 108-byte sun_path limit.
-    root = tmp_path_factory.mktemp("tessera")
-    binary = str(tessera_bin())
+def start_cluster(root: Path, trust_domain: str = TRUST_DOMAIN, server_extra: str = "") -> Cluster:
+    """Start a server and an agent of `trust_domain` in `root`.
 
-    server_config = write_server_config(root)
-    server = Daemon("server", [binary, "server", "run", "--config", str(server_config)],
+    `server_extra` is TOML appended to the server's configuration. The
+    daemons' names start with the trust domain when it is not the default,
+    so the logs of several clusters can be distinguished."""
+    binary = str(tessera_bin())
+    prefix = "" if trust_domain == TRUST_DOMAIN else f"{trust_domain} "
+    server_config = write_server_config(root, trust_domain, server_extra)
+    server = Daemon(f"{prefix}server", [binary, "server", "run", "--config", str(server_config)],
                     root / "server.log")
     agent = None
     try:
@@ -212,16 +226,31 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
         token = json.loads(token_output.stdout)
 
         server_address = (root / "server" / "agent_api.addr").read_text().strip()
-        agent_config = write_agent_config(root, server_address, token["token"])
-        agent = Daemon("agent", [binary, "agent", "run", "--config", str(agent_config)],
+        agent_config = write_agent_config(root, server_address, token["token"], trust_domain)
+        agent = Daemon(f"{prefix}agent", [binary, "agent", "run", "--config", str(agent_config)],
                        root / "agent.log")
-        running = Cluster(root=root, server=server, agent=agent, agent_id=token["agent_id"])
+        running = Cluster(root=root, server=server, agent=agent, agent_id=token["agent_id"],
+                          trust_domain=trust_domain)
         wait_until(
             "the agent's Workload API socket",
             lambda: socket_accepts(running.workload_socket),
             [server, agent],
         )
+    except BaseException:
+        for daemon in (agent, server):
+            if daemon is not None:
+                print(f"---- {daemon.name} log ----\n{daemon.log_text()}")
+                daemon.stop()
+        raise
+    return running
 
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory):
+    """A server and an agent, with an entry for the current user."""
+    # A short base path keeps socket paths under the 108-byte sun_path limit.
+    running = start_cluster(tmp_path_factory.mktemp("tessera"))
+    try:
         running.tessera(
             "entry", "create",
             "--spiffe-id", WORKLOAD_ID,
@@ -232,19 +261,16 @@ def cluster(tmp_path_factory: pytest.TempPathFactory):
             f"an X.509-SVID for {WORKLOAD_ID}",
             lambda: WORKLOAD_ID in running.tessera(
                 "svid", "fetch", "--output", "json", "--timeout", "1s", check=False).stdout,
-            [server, agent],
+            [running.server, running.agent],
         )
     except BaseException:
-        for daemon in (agent, server):
-            if daemon is not None:
-                print(f"---- {daemon.name} log ----\n{daemon.log_text()}")
-                daemon.stop()
+        print(running.logs())
+        running.stop()
         raise
 
     yield running
 
-    agent.stop()
-    server.stop()
+    running.stop()
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -253,6 +279,11 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.when == "call" and report.failed:
-        running = item.funcargs.get("cluster")
-        if isinstance(running, Cluster):
-            report.sections.append(("tessera logs", running.logs()))
+        for value in item.funcargs.values():
+            # A fixture value is one cluster or, like the federation
+            # fixture, has a `clusters` list.
+            clusters = [value] if isinstance(value, Cluster) else getattr(value, "clusters", [])
+            for running in clusters:
+                if isinstance(running, Cluster):
+                    report.sections.append((f"tessera logs ({running.trust_domain})",
+                                            running.logs()))

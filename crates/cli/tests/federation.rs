@@ -1,8 +1,10 @@
 //! End-to-end tests of SPIFFE federation. Two trust domains, each a real
 //! server and agent process, federate both ways over `https_spiffe`
-//! bundle endpoints on loopback ports. The refresh rules (garbage, foreign
-//! trust domain, rolled-back sequence, peer down) run against an
-//! `https_web` endpoint whose response the test sets.
+//! bundle endpoints on loopback ports. The Rust `spiffe` crate checks as
+//! an outside client what a federated workload receives, with a third
+//! trust domain that the workload does not federate with. The refresh
+//! rules (garbage, foreign trust domain, rolled-back sequence, peer down)
+//! run against an `https_web` endpoint whose response the test sets.
 
 #![allow(
     clippy::unwrap_used,
@@ -12,6 +14,7 @@
 
 mod common;
 
+use std::collections::BTreeSet;
 use std::ffi::OsStr;
 use std::fs;
 use std::net::SocketAddr;
@@ -22,7 +25,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use common::{
     COMMAND_TIMEOUT, CmdOutput, Daemon, READY_TIMEOUT, copy_tessera, current_uid, run_with_timeout,
-    socket_accepts, tessera_bin, workload,
+    socket_accepts, tessera_bin, verify_chain, workload,
 };
 use serde_json::{Value, json};
 use tempfile::TempDir;
@@ -170,6 +173,11 @@ log_level = "debug"
         self.dir.path().join("api").join("api.sock")
     }
 
+    /// `unix://` URI of the Workload API, the form the `spiffe` crate takes.
+    fn workload_endpoint(&self) -> String {
+        format!("unix://{}", self.workload_socket().display())
+    }
+
     fn endpoint_url(&self) -> String {
         format!("https://{}/", self.endpoint)
     }
@@ -220,6 +228,28 @@ log_level = "debug"
             peer.bundle_pem().to_str().unwrap(),
         ])
         .success();
+    }
+
+    /// Refreshes the bundle of `peer` now and checks that the refresh
+    /// stored at least one X.509 authority.
+    fn refresh_federation(&self, peer: &Domain) {
+        let shown = self
+            .tessera(&[
+                "federation",
+                "refresh",
+                "--trust-domain",
+                &peer.td,
+                "--output",
+                "json",
+            ])
+            .success()
+            .json();
+        assert!(shown["last_error"].is_null(), "refresh failed: {shown}");
+        assert!(
+            shown["last_success_at"].is_string(),
+            "no success time: {shown}"
+        );
+        assert!(shown["x509_authorities"].as_u64().unwrap() >= 1, "{shown}");
     }
 
     fn logs(&self) -> String {
@@ -303,23 +333,7 @@ async fn federation_both_ways_over_https_spiffe() {
     b.federate_with(&a);
 
     for (local, peer) in [(&a, &b), (&b, &a)] {
-        let shown = local
-            .tessera(&[
-                "federation",
-                "refresh",
-                "--trust-domain",
-                &peer.td,
-                "--output",
-                "json",
-            ])
-            .success()
-            .json();
-        assert!(shown["last_error"].is_null(), "refresh failed: {shown}");
-        assert!(
-            shown["last_success_at"].is_string(),
-            "no success time: {shown}"
-        );
-        assert!(shown["x509_authorities"].as_u64().unwrap() >= 1, "{shown}");
+        local.refresh_federation(peer);
     }
 
     let uid = format!("unix:uid:{}", current_uid());
@@ -471,6 +485,209 @@ fn wait_for<T>(mut attempt: impl FnMut() -> Option<T>) -> T {
         assert!(Instant::now() < deadline, "timed out");
         std::thread::sleep(Duration::from_millis(200));
     }
+}
+
+/// Connects the `spiffe` crate's Workload API client to `domain`'s agent.
+async fn spiffe_client(domain: &Domain) -> spiffe::WorkloadApiClient {
+    spiffe::WorkloadApiClient::connect_to(domain.workload_endpoint())
+        .await
+        .unwrap_or_else(|e| panic!("spiffe crate connects to the agent of {}: {e}", domain.td))
+}
+
+/// Polls FetchX509SVID through the `spiffe` crate until `ready` holds for
+/// the parsed X.509 context.
+async fn wait_for_spiffe_context(
+    client: &spiffe::WorkloadApiClient,
+    what: &str,
+    ready: impl Fn(&spiffe::X509Context) -> bool,
+) -> spiffe::X509Context {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        let fetched =
+            tokio::time::timeout(Duration::from_secs(5), client.fetch_x509_context()).await;
+        if let Ok(Ok(context)) = fetched
+            && ready(&context)
+        {
+            return context;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn x509_trust_domains(bundles: &spiffe::X509BundleSet) -> BTreeSet<String> {
+    bundles.iter().map(|(td, _)| td.to_string()).collect()
+}
+
+fn jwt_trust_domains(bundles: &spiffe::JwtBundleSet) -> BTreeSet<String> {
+    bundles.iter().map(|(td, _)| td.to_string()).collect()
+}
+
+fn der_certs(certs: &[spiffe::Certificate]) -> Vec<CertificateDer<'static>> {
+    certs
+        .iter()
+        .map(|cert| CertificateDer::from(cert.as_bytes().to_vec()))
+        .collect()
+}
+
+/// Checks B's and C's X.509-SVIDs against the bundles that the `spiffe`
+/// crate parsed from A's agent. The crate has no chain verifier, so
+/// webpki verifies the chains.
+fn assert_federated_x509_svids(
+    in_a: &spiffe::X509Context,
+    b_svid: &spiffe::X509Svid,
+    c_svid: &spiffe::X509Svid,
+) {
+    let bundle_of = |td: &str| {
+        let td = spiffe::TrustDomain::new(td).unwrap();
+        let bundle = in_a.bundle_set().get(&td);
+        der_certs(bundle.expect("the trust domain's bundle").authorities())
+    };
+    let now = SystemTime::now();
+
+    let b_chain = der_certs(b_svid.cert_chain());
+    assert_eq!(b_svid.spiffe_id().to_string(), "spiffe://b.test/server");
+    verify_chain(&b_chain, &bundle_of("b.test"), now)
+        .expect("B's X.509-SVID chains to B's bundle served by A's agent");
+    assert!(
+        verify_chain(&b_chain, &bundle_of("a.test"), now).is_err(),
+        "B's X.509-SVID chains to A's own bundle"
+    );
+
+    let every_root: Vec<CertificateDer<'static>> = in_a
+        .bundle_set()
+        .iter()
+        .flat_map(|(_, bundle)| der_certs(bundle.authorities()))
+        .collect();
+    let c_chain = der_certs(c_svid.cert_chain());
+    assert_eq!(c_svid.spiffe_id().to_string(), "spiffe://c.test/outsider");
+    assert!(
+        verify_chain(&c_chain, &every_root, now).is_err(),
+        "C's X.509-SVID chains to a bundle that A's workload holds"
+    );
+}
+
+/// Validates B's and C's JWT-SVIDs offline with the `spiffe` crate against
+/// the JWT bundles it fetched from A's agent.
+fn assert_federated_jwt_svids(
+    in_a: &spiffe::JwtBundleSet,
+    b_token: &spiffe::JwtSvid,
+    c_token: &spiffe::JwtSvid,
+) {
+    // `expect` on these results prints only the error, never the token.
+    let validated = spiffe::JwtSvid::parse_and_validate(b_token.token(), in_a, &[AUDIENCE])
+        .expect("B's JWT-SVID validates with the JWT bundles of A's agent");
+    assert_eq!(validated.spiffe_id().to_string(), "spiffe://b.test/server");
+
+    match spiffe::JwtSvid::parse_and_validate(c_token.token(), in_a, &[AUDIENCE]) {
+        Ok(svid) => panic!("C's JWT-SVID validated in A as {}", svid.spiffe_id()),
+        Err(error) => assert!(
+            matches!(&error, spiffe::JwtSvidError::BundleNotFound(td) if td.as_str() == "c.test"),
+            "C's JWT-SVID failed for another reason than the missing bundle: {error}"
+        ),
+    }
+}
+
+/// Checks with the `spiffe` crate, an outside client, what A's agent
+/// serves to a workload whose entry federates with B only. A's server
+/// federates with C too, so C's bundle is on A's agent but must not
+/// reach the workload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spiffe_crate_validates_federated_svids() {
+    let a = Domain::start("a.test", "");
+    let b = Domain::start("b.test", "");
+    let c = Domain::start("c.test", "");
+    for peer in [&b, &c] {
+        a.federate_with(peer);
+        a.refresh_federation(peer);
+    }
+
+    let uid = format!("unix:uid:{}", current_uid());
+    let test_path = format!("unix:path:{}", test_exe());
+    let c_peer_exe = copy_tessera(a.dir.path(), "c-peer");
+    let c_peer_path = format!("unix:path:{}", c_peer_exe.display());
+    a.create_entries(&[
+        json!({
+            "spiffe_id": "spiffe://a.test/client",
+            "selectors": [uid, test_path],
+            "federates_with": ["b.test"],
+        }),
+        json!({
+            "spiffe_id": "spiffe://a.test/c-peer",
+            "selectors": [uid, c_peer_path],
+            "federates_with": ["c.test"],
+        }),
+    ]);
+    b.create_entries(&[json!({ "spiffe_id": "spiffe://b.test/server", "selectors": [uid] })]);
+    c.create_entries(&[json!({ "spiffe_id": "spiffe://c.test/outsider", "selectors": [uid] })]);
+
+    // Control: A's agent has C's bundle and serves it to a workload
+    // whose entry federates with C.
+    wait_for(|| {
+        let out = a.run(&c_peer_exe, &["bundle", "fetch", "--output", "json"]);
+        let served = out.status.success() && out.json()["bundles"].get("spiffe://c.test").is_some();
+        served.then_some(())
+    });
+
+    let b_td = spiffe::TrustDomain::new("b.test").unwrap();
+    let a_client = spiffe_client(&a).await;
+    let in_a = wait_for_spiffe_context(&a_client, "B's bundle in A", |context| {
+        context.bundle_set().get(&b_td).is_some()
+    })
+    .await;
+    let expected = BTreeSet::from(["a.test".to_owned(), "b.test".to_owned()]);
+    let a_svid = in_a.default_svid().expect("a default SVID in A");
+    assert_eq!(a_svid.spiffe_id().to_string(), "spiffe://a.test/client");
+    assert_eq!(
+        x509_trust_domains(in_a.bundle_set()),
+        expected,
+        "X.509 context"
+    );
+
+    let x509_bundles = a_client
+        .fetch_x509_bundles()
+        .await
+        .expect("FetchX509Bundles in A");
+    assert_eq!(
+        x509_trust_domains(&x509_bundles),
+        expected,
+        "FetchX509Bundles"
+    );
+
+    let source = spiffe::X509Source::builder()
+        .endpoint(a.workload_endpoint())
+        .build()
+        .await
+        .expect("X509Source starts against A's agent");
+    let source_bundles = source.bundle_set().expect("X509Source has bundles");
+    assert_eq!(x509_trust_domains(&source_bundles), expected, "X509Source");
+    source.shutdown().await;
+
+    let b_client = spiffe_client(&b).await;
+    let c_client = spiffe_client(&c).await;
+    let has_svid = |context: &spiffe::X509Context| context.default_svid().is_some();
+    let in_b = wait_for_spiffe_context(&b_client, "an SVID in B", has_svid).await;
+    let in_c = wait_for_spiffe_context(&c_client, "an SVID in C", has_svid).await;
+    assert_federated_x509_svids(
+        &in_a,
+        in_b.default_svid().unwrap(),
+        in_c.default_svid().unwrap(),
+    );
+
+    let jwt_bundles = a_client
+        .fetch_jwt_bundles()
+        .await
+        .expect("FetchJWTBundles in A");
+    assert_eq!(jwt_trust_domains(&jwt_bundles), expected, "FetchJWTBundles");
+    let b_token = b_client
+        .fetch_jwt_svid([AUDIENCE], None)
+        .await
+        .expect("FetchJWTSVID in B");
+    let c_token = c_client
+        .fetch_jwt_svid([AUDIENCE], None)
+        .await
+        .expect("FetchJWTSVID in C");
+    assert_federated_jwt_svids(&jwt_bundles, &b_token, &c_token);
 }
 
 /// An `https_web` bundle endpoint whose response body the test sets; it
