@@ -149,6 +149,35 @@ async fn create_foreign_trust_domain_rejected() {
 }
 
 #[tokio::test]
+async fn create_unmatchable_entry_rejected() {
+    let server = TestServer::start().await;
+    let mut own_federation = entry(&spiffe_id("/web"), AGENT);
+    own_federation.federates_with = vec!["example.org".into()];
+    let mut named_uid = entry(&spiffe_id("/web"), AGENT);
+    named_uid.selectors = vec![types::Selector {
+        r#type: "unix".into(),
+        value: "uid:alice".into(),
+    }];
+    let cases = [
+        (own_federation, "own trust domain example.org"),
+        (named_uid, "unix:uid:alice"),
+    ];
+    for (bad, expected) in cases {
+        let response = server
+            .admin()
+            .await
+            .create_entries(CreateEntriesRequest { entries: vec![bad] })
+            .await
+            .unwrap()
+            .into_inner();
+        let status = response.results[0].status.clone().unwrap();
+        assert_eq!(status.code, Code::InvalidArgument as i32, "{expected}");
+        assert!(status.message.contains(expected), "{}", status.message);
+    }
+    assert!(list_spiffe_ids(&server).await.is_empty());
+}
+
+#[tokio::test]
 async fn create_reserved_spiffe_id_rejected() {
     let server = TestServer::start().await;
     let response = server

@@ -203,7 +203,10 @@ fn rpc_error(action: &str, status: &Status) -> RpcError {
             "the agent has no identity for this process; check that a registration entry \
              matches it (tessera entry list) and that the entry's parent is this agent",
         ),
-        Code::Unavailable => error.with_hint("check that the agent is running and attested"),
+        Code::Unavailable => error.with_hint(
+            "check that the agent is running and has reached its server at least once; \
+             the agent's log shows attestation and sync errors",
+        ),
         _ => error,
     }
 }

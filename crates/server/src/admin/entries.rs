@@ -13,6 +13,7 @@ use tessera_registration::{EntryId, RegistrationEntry, Selector, SelectorSet};
 use tessera_spiffe::SpiffeId;
 use tonic::{Code, Status};
 
+use super::unix_selectors;
 use crate::ids;
 use crate::state::{ServerState, SyncEvent, now_unix};
 use crate::status::{check_batch_size, item_status, ok_item, rejected, store_status};
@@ -264,6 +265,15 @@ fn validate_entry(
             "spiffe_id {} equals parent_id: an entry cannot be its own parent",
             entry.spiffe_id
         )));
+    }
+    if entry.federates_with.contains(td) {
+        return Err(invalid(format!(
+            "federates_with contains the server's own trust domain {td}: workloads always \
+             receive its bundle, so list only foreign trust domains"
+        )));
+    }
+    for selector in &entry.selectors {
+        unix_selectors::check(selector).map_err(invalid)?;
     }
     Ok(entry)
 }

@@ -6,6 +6,7 @@ mod agents;
 mod entries;
 pub(crate) mod socket;
 mod status;
+mod unix_selectors;
 
 use std::sync::Arc;
 
