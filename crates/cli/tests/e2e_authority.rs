@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use common::{
-    Cluster, Options, READY_TIMEOUT, SpiffeServerVerifier, read_pem_certs, spiffe_id, uid_selector,
-    verify_chain, wait_until,
+    Cluster, Options, READY_TIMEOUT, SpiffeServerVerifier, pem_certificates, read_pem_certs,
+    spiffe_id, uid_selector, verify_chain, wait_until,
 };
 use rustls::RootCertStore;
 use rustls::crypto::aws_lc_rs;
@@ -53,8 +53,7 @@ fn authority_states(cluster: &Cluster) -> Vec<(String, String)> {
 /// Parses the PEM `x509_certificate` field of an authority in JSON output.
 fn authority_certificate(authority: &Value) -> CertificateDer<'static> {
     let pem = authority["x509_certificate"].as_str().unwrap();
-    let mut certs = rustls_pki_types::pem::PemObject::pem_slice_iter(pem.as_bytes());
-    certs.next().unwrap().unwrap()
+    pem_certificates(pem).remove(0)
 }
 
 fn count_pem_certificates(text: &str) -> usize {
