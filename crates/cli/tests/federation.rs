@@ -1,10 +1,12 @@
 //! End-to-end tests of SPIFFE federation. Two trust domains, each a real
 //! server and agent process, federate both ways over `https_spiffe`
-//! bundle endpoints on loopback ports. The Rust `spiffe` crate checks as
-//! an outside client what a federated workload receives, with a third
-//! trust domain that the workload does not federate with. The refresh
-//! rules (garbage, foreign trust domain, rolled-back sequence, peer down)
-//! run against an `https_web` endpoint whose response the test sets.
+//! bundle endpoints on loopback ports, and keep mTLS between their
+//! workloads working while one of them rotates its CA. The Rust `spiffe`
+//! crate checks as an outside client what a federated workload receives,
+//! with a third trust domain that the workload does not federate with.
+//! The refresh rules (garbage, foreign trust domain, rolled-back sequence,
+//! peer down) run against an `https_web` endpoint whose response the test
+//! sets.
 
 #![allow(
     clippy::unwrap_used,
@@ -24,9 +26,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use common::{
-    COMMAND_TIMEOUT, CmdOutput, Daemon, READY_TIMEOUT, copy_tessera, current_uid, run_with_timeout,
-    socket_accepts, tessera_bin, verify_chain, workload,
+    COMMAND_TIMEOUT, CmdOutput, Daemon, READY_TIMEOUT, SpiffeServerVerifier, copy_tessera,
+    current_uid, run_with_timeout, socket_accepts, tessera_bin, verify_chain, workload,
 };
+use rustls::RootCertStore;
+use rustls::crypto::aws_lc_rs;
+use rustls::pki_types::{PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tessera_proto::workload::{
@@ -35,6 +41,8 @@ use tessera_proto::workload::{
 use tessera_spiffe::rustls_pki_types::CertificateDer;
 use tessera_spiffe::{KeyAlgorithm, PrivateKey, TrustBundle, TrustDomain};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
 
 const AUDIENCE: &str = "federated-service";
 
@@ -844,4 +852,406 @@ async fn federation_refresh_rejects_bad_bundles() {
     assert!(error.contains("failed to connect"), "peer down: {error}");
     assert_eq!(shown["sequence_number"], 5);
     assert!(shown["next_refresh_at"].is_string(), "{shown}");
+}
+
+/// Opens a FetchX509SVID stream and returns a receiver of its latest
+/// response, which is what a workload that watches the Workload API uses.
+async fn watch_x509(socket: &Path) -> watch::Receiver<X509svidResponse> {
+    let mut client = workload::client(socket).await;
+    let mut stream = client
+        .fetch_x509svid(workload::request(X509svidRequest {}))
+        .await
+        .expect("FetchX509SVID")
+        .into_inner();
+    let first = stream
+        .message()
+        .await
+        .expect("an X509SVIDResponse")
+        .expect("the stream is open");
+    let (sender, receiver) = watch::channel(first);
+    tokio::spawn(async move {
+        while let Ok(Some(response)) = stream.message().await {
+            if sender.send(response).is_err() {
+                return;
+            }
+        }
+    });
+    receiver
+}
+
+/// Waits until the watched response satisfies `ready`.
+async fn wait_for_watched(
+    watched: &mut watch::Receiver<X509svidResponse>,
+    what: &str,
+    ready: impl Fn(&X509svidResponse) -> bool,
+) -> X509svidResponse {
+    let result = tokio::time::timeout(READY_TIMEOUT, watched.wait_for(|r| ready(r))).await;
+    let response = result
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap_or_else(|_| panic!("the Workload API stream ended while waiting for {what}"));
+    response.clone()
+}
+
+/// The SVID, key and peer roots of one side of an mTLS connection, taken
+/// from a Workload API response.
+struct TlsIdentity {
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    roots: Arc<RootCertStore>,
+}
+
+impl TlsIdentity {
+    /// Picks the SVID of `spiffe_id` and the federated bundle of
+    /// `peer_trust_domain` from `response`.
+    fn from_response(
+        response: &X509svidResponse,
+        spiffe_id: &str,
+        peer_trust_domain: &str,
+    ) -> Result<TlsIdentity, String> {
+        let svid = response
+            .svids
+            .iter()
+            .find(|s| s.spiffe_id == spiffe_id)
+            .ok_or_else(|| format!("no SVID for {spiffe_id}"))?;
+        let peer_bundle = response
+            .federated_bundles
+            .get(&format!("spiffe://{peer_trust_domain}"))
+            .ok_or_else(|| format!("no bundle of {peer_trust_domain}"))?;
+        let mut roots = RootCertStore::empty();
+        for root in split_der(peer_bundle) {
+            roots.add(root).map_err(|e| e.to_string())?;
+        }
+        Ok(TlsIdentity {
+            chain: split_der(&svid.x509_svid),
+            key: PrivateKeyDer::Pkcs8(svid.x509_svid_key.clone().into()),
+            roots: Arc::new(roots),
+        })
+    }
+
+    fn server_config(&self) -> Result<rustls::ServerConfig, String> {
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(self.roots.clone(), provider.clone())
+                .build()
+                .map_err(|e| e.to_string())?;
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| e.to_string())
+    }
+
+    fn client_config(&self) -> Result<rustls::ClientConfig, String> {
+        let provider = Arc::new(aws_lc_rs::default_provider());
+        rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| e.to_string())?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier {
+                roots: self.roots.clone(),
+                provider,
+            }))
+            .with_client_auth_cert(self.chain.clone(), self.key.clone_key())
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// Serves mTLS on `listener` as `spiffe://b.test/server`, with the SVID
+/// and bundle that B's Workload API sent last at each accept. Each
+/// connection reads `ping` and replies `pong`. Failures go to `failures`.
+async fn serve_mtls(
+    listener: TcpListener,
+    workload: watch::Receiver<X509svidResponse>,
+    failures: Arc<Mutex<Vec<String>>>,
+) {
+    loop {
+        let Ok((tcp, _)) = listener.accept().await else {
+            return;
+        };
+        let identity =
+            TlsIdentity::from_response(&workload.borrow(), "spiffe://b.test/server", "a.test");
+        let config = identity.and_then(|identity| identity.server_config());
+        let failures = Arc::clone(&failures);
+        tokio::spawn(async move {
+            let outcome = match config {
+                Ok(config) => answer_ping(tcp, config).await,
+                Err(e) => Err(format!("server TLS configuration: {e}")),
+            };
+            if let Err(e) = outcome {
+                failures.lock().unwrap().push(format!("server side: {e}"));
+            }
+        });
+    }
+}
+
+async fn answer_ping(
+    tcp: tokio::net::TcpStream,
+    config: rustls::ServerConfig,
+) -> Result<(), String> {
+    let mut tls = tokio_rustls::TlsAcceptor::from(Arc::new(config))
+        .accept(tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let mut request = [0u8; 4];
+    tls.read_exact(&mut request)
+        .await
+        .map_err(|e| e.to_string())?;
+    tls.write_all(b"pong").await.map_err(|e| e.to_string())?;
+    tls.shutdown().await.map_err(|e| e.to_string())
+}
+
+/// Connects to `address` as `spiffe://a.test/client` with the SVID and
+/// bundle that A's Workload API sent last, exchanges `ping` and `pong`,
+/// and returns the server's certificate.
+async fn call_mtls(
+    address: SocketAddr,
+    workload: &watch::Receiver<X509svidResponse>,
+) -> Result<CertificateDer<'static>, String> {
+    let identity =
+        TlsIdentity::from_response(&workload.borrow(), "spiffe://a.test/client", "b.test")?;
+    let config = identity.client_config()?;
+    let tcp = tokio::net::TcpStream::connect(address)
+        .await
+        .map_err(|e| format!("connect: {e}"))?;
+    let name = ServerName::try_from("b-server").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| format!("handshake: {e}"))?;
+    let server_cert = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
+
+    let server_id = common::svid_spiffe_id(&server_cert);
+    if server_id != "spiffe://b.test/server" {
+        return Err(format!("the server presented {server_id}"));
+    }
+    tls.write_all(b"ping").await.map_err(|e| e.to_string())?;
+    let mut reply = Vec::new();
+    tls.read_to_end(&mut reply)
+        .await
+        .map_err(|e| e.to_string())?;
+    if reply != b"pong" {
+        return Err(format!("unexpected reply {reply:?}"));
+    }
+    Ok(server_cert)
+}
+
+/// Outcomes of a client that handshakes in a loop.
+#[derive(Default)]
+struct HandshakeLog {
+    /// The server certificate of each successful handshake, in order.
+    server_certs: Vec<CertificateDer<'static>>,
+    /// One message per failed handshake.
+    failures: Vec<String>,
+}
+
+/// Handshakes with `address` every 50 ms until `stop` turns true.
+async fn handshake_loop(
+    address: SocketAddr,
+    workload: watch::Receiver<X509svidResponse>,
+    log: Arc<Mutex<HandshakeLog>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    while !*stop.borrow() {
+        let outcome = call_mtls(address, &workload).await;
+        {
+            let mut log = log.lock().unwrap();
+            match outcome {
+                Ok(cert) => log.server_certs.push(cert),
+                Err(e) => log.failures.push(format!("client side: {e}")),
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => {}
+            () = tokio::time::sleep(Duration::from_millis(50)) => {}
+        }
+    }
+}
+
+/// Fetches the bundle that `domain` serves on its `https_spiffe` bundle
+/// endpoint, checking the endpoint's certificate against `roots`.
+async fn fetch_from_endpoint(domain: &Domain, roots: &[CertificateDer<'static>]) -> TrustBundle {
+    let mut store = RootCertStore::empty();
+    for root in roots {
+        store.add(root.clone()).unwrap();
+    }
+    let provider = Arc::new(aws_lc_rs::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(SpiffeServerVerifier {
+            roots: Arc::new(store),
+            provider,
+        }))
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(domain.endpoint)
+        .await
+        .unwrap();
+    let name = ServerName::try_from("bundle-endpoint").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .expect("handshake with the bundle endpoint");
+
+    let request = format!(
+        "GET / HTTP/1.1\r\nhost: {}\r\nconnection: close\r\n\r\n",
+        domain.endpoint
+    );
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    tls.read_to_end(&mut response).await.unwrap();
+    let response = String::from_utf8(response).unwrap();
+    let (head, body) = response.split_once("\r\n\r\n").unwrap();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    TrustBundle::from_jwks(&TrustDomain::new(&domain.td).unwrap(), body.as_bytes()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_ca_rotation_no_handshake_fails() {
+    let a = Domain::start("a.test", "");
+    // With 20 s SVIDs, B's agent renews the workload SVID about every 5 s,
+    // so the workload moves to the new CA soon after activation.
+    let b = Domain::start("b.test", "\n[svid]\nx509_ttl = \"20s\"\n");
+    a.federate_with(&b);
+    b.federate_with(&a);
+
+    let uid = format!("unix:uid:{}", current_uid());
+    let test_path = format!("unix:path:{}", test_exe());
+    a.create_entries(&[json!({
+        "spiffe_id": "spiffe://a.test/client",
+        "selectors": [uid],
+        "federates_with": ["b.test"],
+    })]);
+    b.create_entries(&[json!({
+        "spiffe_id": "spiffe://b.test/server",
+        "selectors": [uid, test_path],
+        "federates_with": ["a.test"],
+    })]);
+    wait_for_x509(
+        &a.workload_socket(),
+        "A's client SVID with B's bundle",
+        |r| r.federated_bundles.contains_key("spiffe://b.test"),
+    )
+    .await;
+    wait_for_x509(
+        &b.workload_socket(),
+        "B's server SVID with A's bundle",
+        |r| {
+            r.svids
+                .iter()
+                .any(|s| s.spiffe_id == "spiffe://b.test/server")
+                && r.federated_bundles.contains_key("spiffe://a.test")
+        },
+    )
+    .await;
+
+    // A client workload in A handshakes with a server workload in B in a
+    // loop, each side with the SVID and bundle its Workload API sent last.
+    let mut a_workload = watch_x509(&a.workload_socket()).await;
+    let mut b_workload = watch_x509(&b.workload_socket()).await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let server_failures = Arc::new(Mutex::new(Vec::new()));
+    let server = tokio::spawn(serve_mtls(
+        listener,
+        b_workload.clone(),
+        Arc::clone(&server_failures),
+    ));
+    let log = Arc::new(Mutex::new(HandshakeLog::default()));
+    let (stop, stopped) = watch::channel(false);
+    let client = tokio::spawn(handshake_loop(
+        address,
+        a_workload.clone(),
+        Arc::clone(&log),
+        stopped,
+    ));
+    let attempts = || {
+        let log = log.lock().unwrap();
+        log.server_certs.len() + log.failures.len()
+    };
+    wait_for(|| (attempts() >= 5).then_some(()));
+
+    // B prepares a new CA, its bundle endpoint serves it, and A fetches it
+    // and passes it to its workload before B activates it.
+    let prepared = b
+        .tessera(&["authority", "prepare", "--output", "json"])
+        .success()
+        .json();
+    let new_ca_pem = prepared["prepared"]["x509_certificate"].as_str().unwrap();
+    let new_ca = common::pem_certificates(new_ca_pem).remove(0);
+    let served = fetch_from_endpoint(&b, &common::read_pem_certs(&b.bundle_pem())).await;
+    assert!(
+        served.x509_authorities().contains(&new_ca),
+        "B's bundle endpoint does not serve the prepared CA"
+    );
+    let refreshed = a
+        .tessera(&[
+            "federation",
+            "refresh",
+            "--trust-domain",
+            "b.test",
+            "--output",
+            "json",
+        ])
+        .success()
+        .json();
+    assert_eq!(refreshed["x509_authorities"], 2, "{refreshed}");
+    wait_for_watched(&mut a_workload, "B's new CA in A's workload", |r| {
+        r.federated_bundles
+            .get("spiffe://b.test")
+            .is_some_and(|der| split_der(der).contains(&new_ca))
+    })
+    .await;
+
+    // B activates the new CA, and its workload soon receives an SVID of it.
+    b.tessera(&["authority", "activate"]).success();
+    let signed_by_new_ca = |der: &[u8]| {
+        let chain = split_der(der);
+        common::verify_chain(&chain, std::slice::from_ref(&new_ca), SystemTime::now()).is_ok()
+    };
+    wait_for_watched(&mut b_workload, "an SVID of B's new CA", |r| {
+        r.svids
+            .iter()
+            .any(|s| s.spiffe_id == "spiffe://b.test/server" && signed_by_new_ca(&s.x509_svid))
+    })
+    .await;
+    let rotated_at = attempts();
+    let keep_until = Instant::now() + Duration::from_secs(3);
+    wait_for(|| (Instant::now() >= keep_until && attempts() > rotated_at + 5).then_some(()));
+
+    stop.send(true).unwrap();
+    client.await.unwrap();
+    server.abort();
+    let log = log.lock().unwrap();
+    let failures: Vec<String> = log
+        .failures
+        .iter()
+        .chain(server_failures.lock().unwrap().iter())
+        .cloned()
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} of {} handshakes failed: {failures:#?}",
+        failures.len(),
+        log.server_certs.len() + log.failures.len()
+    );
+    let with_new_ca = log
+        .server_certs
+        .iter()
+        .filter(|cert| signed_by_new_ca(cert))
+        .count();
+    assert!(
+        with_new_ca >= 1,
+        "no handshake used an SVID of B's new CA ({} handshakes)",
+        log.server_certs.len()
+    );
+    assert!(
+        with_new_ca < log.server_certs.len(),
+        "every handshake used the new CA, so none ran before the rotation"
+    );
+    println!(
+        "{} handshakes, {with_new_ca} of them with an SVID of B's new CA",
+        log.server_certs.len()
+    );
 }

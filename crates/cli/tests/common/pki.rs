@@ -15,6 +15,13 @@ pub fn read_pem_certs(path: &Path) -> Vec<CertificateDer<'static>> {
         .unwrap_or_else(|e| panic!("invalid PEM in {}: {e}", path.display()))
 }
 
+/// Parses every certificate in PEM text.
+pub fn pem_certificates(pem: &str) -> Vec<CertificateDer<'static>> {
+    CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap_or_else(|e| panic!("invalid PEM certificates: {e}\n{pem}"))
+}
+
 /// URI SANs of a DER certificate.
 pub fn uri_sans(der: &[u8]) -> Vec<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(der).expect("parse a certificate");
