@@ -48,6 +48,10 @@ pub enum Command {
     /// Manage federation relationships with foreign trust domains.
     #[command(subcommand)]
     Federation(crate::commands::federation::FederationCommand),
+    /// List the server's CA authorities, or prepare and activate the next
+    /// one ahead of the rotation schedule.
+    #[command(subcommand)]
+    Authority(crate::commands::authority::AuthorityCommand),
     /// Check that the server is serving; exit status 0 when it is, 1 when not.
     Healthcheck(AdminArgs),
     /// Fetch X.509-SVIDs from the Workload API.

@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod agents;
+pub mod authority;
 pub mod bundle;
 pub mod daemon;
 pub mod dev;

@@ -45,6 +45,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token(command) => commands::token::run(command, format).await,
         Command::Bundle(command) => commands::bundle::run(command, format).await,
         Command::Federation(command) => commands::federation::run(command, format).await,
+        Command::Authority(command) => commands::authority::run(command, format).await,
         Command::Healthcheck(args) => commands::health::run(args, format).await,
         Command::Svid(command) => commands::svid::run(command, format).await,
         Command::Jwt(command) => commands::jwt::run(command, format).await,

@@ -140,14 +140,24 @@ async fn start_tasks(
     let agent_addr = listener.local_addr().map_err(bind_error)?;
     let identity = Arc::new(ServerIdentity::issue(state, SystemTime::now())?);
 
+    let (rotation_handle, manual_steps) = rotation::channel();
+
     let mut tasks = JoinSet::new();
-    tasks.spawn(admin::serve(Arc::clone(state), admin_socket));
+    tasks.spawn(admin::serve(
+        Arc::clone(state),
+        admin_socket,
+        rotation_handle,
+    ));
     tasks.spawn(agent_api::serve(
         Arc::clone(state),
         Arc::clone(&identity),
         listener,
     ));
-    tasks.spawn(rotation::run(Arc::clone(state), Arc::clone(&identity)));
+    tasks.spawn(rotation::run(
+        Arc::clone(state),
+        Arc::clone(&identity),
+        manual_steps,
+    ));
     tasks.spawn(crate::feed::run(Arc::clone(state)));
     tasks.spawn(crate::federation::run(Arc::clone(state)));
     crate::bundle_endpoint::start(state, &identity, &mut tasks).await?;

@@ -7,6 +7,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use tessera_proto::admin::admin_api_client::AdminApiClient;
 use tessera_proto::admin::{
+    ActivateAuthorityRequest, ActivateAuthorityResponse, Authority, ListAuthoritiesRequest,
+    PrepareAuthorityRequest,
+};
+use tessera_proto::admin::{
     BanAgentRequest, CreateEntriesRequest, CreateEntriesResponse, CreateJoinTokenRequest,
     DeleteEntriesRequest, DeleteEntriesResponse, EvictAgentRequest, GetAgentRequest,
     GetBundleRequest, GetEntryRequest, HealthRequest, HealthResponse, JoinToken, ListAgentsRequest,
@@ -180,6 +184,35 @@ impl AdminClient {
         response
             .map(tonic::Response::into_inner)
             .map_err(|status| RpcError::new("get the bundle", &status).into())
+    }
+
+    /// Lists the server's CA authorities, oldest first.
+    pub async fn list_authorities(&mut self) -> Result<Vec<Authority>> {
+        let request = timed(ListAuthoritiesRequest {});
+        let response = self.api.list_authorities(request).await;
+        response
+            .map(|response| response.into_inner().authorities)
+            .map_err(|status| RpcError::new("list CA authorities", &status).into())
+    }
+
+    /// Prepares the next CA authority and returns it.
+    pub async fn prepare_authority(&mut self) -> Result<Authority> {
+        let request = timed(PrepareAuthorityRequest {});
+        let response = self.api.prepare_authority(request).await;
+        let prepared = response
+            .map_err(|status| RpcError::new("prepare a CA authority", &status))?
+            .into_inner()
+            .prepared;
+        prepared.context("the server did not return the prepared authority")
+    }
+
+    /// Activates the prepared CA authority.
+    pub async fn activate_authority(&mut self) -> Result<ActivateAuthorityResponse> {
+        let request = timed(ActivateAuthorityRequest {});
+        let response = self.api.activate_authority(request).await;
+        response
+            .map(tonic::Response::into_inner)
+            .map_err(|status| RpcError::new("activate the prepared CA authority", &status).into())
     }
 
     /// Asks the server for its health.

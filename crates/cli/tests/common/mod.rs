@@ -10,6 +10,7 @@
 
 mod pki;
 mod process;
+mod tls;
 pub mod workload;
 
 use std::ffi::OsStr;
@@ -29,6 +30,8 @@ use tempfile::TempDir;
 )]
 pub use pki::*;
 pub use process::*;
+#[allow(unused_imports, reason = "not every test binary makes TLS connections")]
+pub use tls::*;
 
 /// Trust domain of every test cluster.
 pub const TRUST_DOMAIN: &str = "e2e.test";

@@ -1,8 +1,9 @@
-//! The admin API, which the CLI calls to manage entries, join tokens and
-//! agents. It is served with tonic on a Unix socket that only the server's
+//! The admin API, which the CLI calls to manage entries, join tokens,
+//! agents, federation and CA authorities. It is served with tonic on a Unix socket that only the server's
 //! user (and root) may use.
 
 mod agents;
+mod authorities;
 mod entries;
 pub(crate) mod socket;
 mod status;
@@ -10,6 +11,10 @@ mod status;
 use std::sync::Arc;
 
 use tessera_proto::admin::admin_api_server::{AdminApi, AdminApiServer};
+use tessera_proto::admin::{
+    ActivateAuthorityRequest, ActivateAuthorityResponse, ListAuthoritiesRequest,
+    ListAuthoritiesResponse, PrepareAuthorityRequest, PrepareAuthorityResponse,
+};
 use tessera_proto::admin::{
     BanAgentRequest, BanAgentResponse, CreateEntriesRequest, CreateEntriesResponse,
     CreateJoinTokenRequest, DeleteEntriesRequest, DeleteEntriesResponse, EvictAgentRequest,
@@ -27,6 +32,7 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::UnixListenerStream;
 use tonic::{Request, Response, Status};
 
+use crate::rotation::RotationHandle;
 use crate::state::ServerState;
 use crate::status::run_to_completion;
 use crate::{ServerError, federation};
@@ -35,10 +41,15 @@ use socket::{AdminSocket, is_allowed_peer};
 /// The AdminApi service.
 struct AdminService {
     state: Arc<ServerState>,
+    rotation: RotationHandle,
 }
 
 /// Serves the admin API on `socket` until the server shuts down.
-pub(crate) async fn serve(state: Arc<ServerState>, socket: AdminSocket) -> Result<(), ServerError> {
+pub(crate) async fn serve(
+    state: Arc<ServerState>,
+    socket: AdminSocket,
+    rotation: RotationHandle,
+) -> Result<(), ServerError> {
     let owner_uid = socket.owner_uid;
     let incoming = UnixListenerStream::new(socket.listener).filter(move |conn| match conn {
         Ok(stream) => is_allowed_peer(stream, owner_uid),
@@ -47,6 +58,7 @@ pub(crate) async fn serve(state: Arc<ServerState>, socket: AdminSocket) -> Resul
     let stopped = state.stopped();
     let service = AdminApiServer::new(AdminService {
         state: Arc::clone(&state),
+        rotation,
     });
 
     tonic::transport::Server::builder()
@@ -221,5 +233,32 @@ impl AdminApi for AdminService {
         let state = Arc::clone(&self.state);
         let work = async move { federation::admin::set_bundle(&state, request.into_inner()).await };
         run_to_completion(work).await.map(Response::new)
+    }
+
+    async fn list_authorities(
+        &self,
+        _request: Request<ListAuthoritiesRequest>,
+    ) -> Result<Response<ListAuthoritiesResponse>, Status> {
+        Ok(Response::new(authorities::list(&self.state)))
+    }
+
+    // The rotation task applies and publishes manual steps, so a client
+    // that disconnects cannot leave one half done.
+    async fn prepare_authority(
+        &self,
+        _request: Request<PrepareAuthorityRequest>,
+    ) -> Result<Response<PrepareAuthorityResponse>, Status> {
+        authorities::prepare(&self.state, &self.rotation)
+            .await
+            .map(Response::new)
+    }
+
+    async fn activate_authority(
+        &self,
+        _request: Request<ActivateAuthorityRequest>,
+    ) -> Result<Response<ActivateAuthorityResponse>, Status> {
+        authorities::activate(&self.state, &self.rotation)
+            .await
+            .map(Response::new)
     }
 }

@@ -165,6 +165,21 @@ impl TestServer {
         versions: &[&'static rustls::SupportedProtocolVersion],
     ) -> AgentApiClient<Channel> {
         let config = client_tls_config(self.bundle(), svid, versions);
+        self.agent_with_config(config).await
+    }
+
+    /// Connects an agent API client that accepts the server's certificate
+    /// only when it validates against `bundle`.
+    pub async fn agent_trusting(
+        &self,
+        svid: Option<&AgentSvid>,
+        bundle: TrustBundle,
+    ) -> AgentApiClient<Channel> {
+        let config = client_tls_config(bundle, svid, rustls::DEFAULT_VERSIONS);
+        self.agent_with_config(config).await
+    }
+
+    async fn agent_with_config(&self, config: rustls::ClientConfig) -> AgentApiClient<Channel> {
         let connector = TlsConnector::from(Arc::new(config));
         let addr = self.agent_addr;
         let channel = Endpoint::try_from(format!("http://{addr}"))
@@ -179,7 +194,7 @@ impl TestServer {
                 }
             }))
             .await
-            .unwrap();
+            .expect("connect to the agent API; the server certificate must validate");
         AgentApiClient::new(channel)
     }
 
