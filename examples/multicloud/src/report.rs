@@ -1,5 +1,6 @@
 //! Progress lines that print only when something changes, so a loop of
-//! hundreds of handshakes shows the rotation and not the repetition.
+//! hundreds of handshakes shows the rotation and not the repetition. A
+//! failure that repeats prints once, and the totals count every one.
 
 use std::sync::Mutex;
 
@@ -21,5 +22,14 @@ impl LastSeen {
         }
         *last = Some(value);
         true
+    }
+
+    /// Forgets the stored value, so that the next `replace` returns true.
+    pub fn clear(&self) {
+        let mut last = self
+            .0
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        *last = None;
     }
 }

@@ -57,6 +57,8 @@ struct Client {
     peer_issuer: LastSeen,
     /// The server's greeting.
     reply: LastSeen,
+    /// Message of the last failure, cleared by a success.
+    last_error: LastSeen,
     succeeded: u64,
     failed: u64,
 }
@@ -88,6 +90,7 @@ async fn run(args: Args) -> Result<bool> {
         peer_authorities: LastSeen::default(),
         peer_issuer: LastSeen::default(),
         reply: LastSeen::default(),
+        last_error: LastSeen::default(),
         succeeded: 0,
         failed: 0,
     };
@@ -113,10 +116,16 @@ impl Client {
                 Err(_) => Err(anyhow!("timed out after {CONNECTION_TIMEOUT:?}")),
             };
             match outcome {
-                Ok(()) => self.succeeded += 1,
+                Ok(()) => {
+                    self.succeeded += 1;
+                    self.last_error.clear();
+                }
                 Err(e) => {
                     self.failed += 1;
-                    println!("client: handshake failed: {e:#}");
+                    let message = format!("{e:#}");
+                    if self.last_error.replace(message.clone()) {
+                        println!("client: handshake failed: {message}");
+                    }
                 }
             }
 

@@ -7,7 +7,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, anyhow};
 use clap::Parser;
 use spiffe::SpiffeId;
 use tessera_example_multicloud::certificate::issuer_name;
@@ -42,8 +42,10 @@ struct Server {
     peer_id: SpiffeId,
     /// Issuer of the SVID this server presents.
     own_issuer: LastSeen,
-    /// Peer SPIFFE ID and the issuer of its SVID.
-    peer: LastSeen,
+    /// Issuer of the client's SVID.
+    peer_issuer: LastSeen,
+    /// Message of the last failed connection, cleared by a success.
+    last_error: LastSeen,
 }
 
 #[tokio::main]
@@ -79,7 +81,8 @@ async fn run(args: Args) -> Result<()> {
         workload,
         peer_id: args.peer_id,
         own_issuer: LastSeen::default(),
-        peer: LastSeen::default(),
+        peer_issuer: LastSeen::default(),
+        last_error: LastSeen::default(),
     });
     accept_until_stopped(&server, listener).await?;
 
@@ -100,11 +103,19 @@ async fn accept_until_stopped(server: &Arc<Server>, listener: TcpListener) -> Re
         };
         let server = Arc::clone(server);
         tokio::spawn(async move {
-            let served = tokio::time::timeout(CONNECTION_TIMEOUT, serve(&server, tcp)).await;
+            let served = match tokio::time::timeout(CONNECTION_TIMEOUT, serve(&server, tcp)).await {
+                Ok(served) => served,
+                Err(_) => Err(anyhow!("timed out after {CONNECTION_TIMEOUT:?}")),
+            };
             match served {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => println!("server: connection from {from} failed: {e:#}"),
-                Err(_) => println!("server: connection from {from} timed out"),
+                Ok(()) => server.last_error.clear(),
+                Err(e) => {
+                    // Only the first of a run of equal failures prints.
+                    let message = format!("{e:#}");
+                    if server.last_error.replace(message.clone()) {
+                        println!("server: connection from {from} failed: {message}");
+                    }
+                }
             }
         });
     }
@@ -134,7 +145,7 @@ async fn serve(server: &Server, tcp: TcpStream) -> Result<()> {
         .and_then(|chain| chain.first())
         .context("the client sent no certificate")?;
     let peer_issuer = issuer_name(peer_leaf);
-    if server.peer.replace(peer_issuer.clone()) {
+    if server.peer_issuer.replace(peer_issuer.clone()) {
         println!(
             "server: mTLS with {}, whose SVID was issued by {peer_issuer}",
             server.peer_id
