@@ -156,11 +156,14 @@ pub(crate) async fn connect_directly(
     timeout: Duration,
     on_refused: OnRefused,
 ) -> Result<(), StoreError> {
+    sqlx::any::install_default_drivers();
     let options = AnyConnectOptions::from_str(url)
         .map_err(|error| connect_failed(backend, shown_url, &error))?
         .disable_statement_logging();
-    let deadline = Instant::now() + timeout;
+    let started = Instant::now();
+    let deadline = started + timeout;
     let mut delay = FIRST_RETRY_DELAY;
+    let mut retried = false;
     loop {
         let remaining = deadline.saturating_duration_since(Instant::now());
         let attempt = tokio::time::timeout(remaining, AnyConnection::connect_with(&options)).await;
@@ -178,8 +181,14 @@ pub(crate) async fn connect_directly(
             && is_retryable(&error)
             && Instant::now() + delay < deadline;
         if !retry {
-            return Err(connect_failed(backend, shown_url, &error));
+            let mut failure = connect_failed(backend, shown_url, &error);
+            if let (true, StoreError::Connect { cause, .. }) = (retried, &mut failure) {
+                let waited = seconds_text(started.elapsed());
+                cause.push_str(&format!(" (after retrying for {waited})"));
+            }
+            return Err(failure);
         }
+        retried = true;
         tracing::debug!(backend = backend.name(), url = shown_url, error = %error, "datastore not ready; retrying");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(MAX_RETRY_DELAY);
