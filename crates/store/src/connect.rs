@@ -273,8 +273,9 @@ fn database_hint(code: Option<&str>, message: &str) -> &'static str {
                 (CREATE DATABASE), and Tessera creates its tables in it";
     }
     if code.is_some_and(|code| code.starts_with("28")) {
-        return "check the user name and password in datastore.url, and that the database \
-                server lets this user connect from this host";
+        return "check the user name and password in datastore.url, the client certificate \
+                (datastore.ssl_cert_file and ssl_key_file) when the database server requires \
+                one, and that the database server lets this user connect from this host";
     }
     "check datastore.url and the database server's log"
 }
