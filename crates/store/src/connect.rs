@@ -272,7 +272,8 @@ fn database_hint(code: Option<&str>, message: &str) -> &'static str {
         return "check the database name in datastore.url: the database must exist \
                 (CREATE DATABASE), and Tessera creates its tables in it";
     }
-    if code.is_some_and(|code| code.starts_with("28")) {
+    // MySQL's ER_DBACCESS_DENIED_ERROR (1044) has SQLSTATE 42000.
+    if code.is_some_and(|code| code.starts_with("28")) || message.starts_with("Access denied") {
         return "check the user name and password in datastore.url, the client certificate \
                 (datastore.ssl_cert_file and ssl_key_file) when the database server requires \
                 one, and that the database server lets this user connect from this host";
@@ -366,6 +367,11 @@ mod tests {
             (Some("42000"), "Unknown database 'x'", "database name"),
             (Some("28P01"), "password authentication failed", "password"),
             (Some("28000"), "Access denied for user", "password"),
+            (
+                Some("42000"),
+                "Access denied for user 'a'@'b' to database 'c'",
+                "password",
+            ),
             (Some("XX000"), "internal error", "server's log"),
         ];
         for (code, message, expected) in cases {

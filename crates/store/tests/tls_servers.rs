@@ -1,9 +1,11 @@
-//! TLS to a PostgreSQL server that the test runs itself, with a CA the
-//! test generates: the server accepts only `hostssl` connections with a
-//! client certificate signed by that CA (`cert` authentication). Needs the
-//! PostgreSQL server binaries under /usr/lib/postgresql/*/bin; the test is
-//! skipped with a note when they are missing. As root, the server runs as
-//! the `postgres` user, because PostgreSQL refuses to run as root.
+//! TLS to PostgreSQL and MariaDB servers that the test runs itself, with
+//! a CA the test generates. Each server accepts the test's user only with
+//! a client certificate signed by that CA: PostgreSQL through `hostssl`
+//! and `cert` authentication, MariaDB through `REQUIRE X509`. The server
+//! binaries must be installed (/usr/lib/postgresql/*/bin,
+//! /usr/sbin/mariadbd); a test is skipped with a note when they are
+//! missing. As root, PostgreSQL runs as the `postgres` user because it
+//! refuses to run as root, and MariaDB runs with `--user=root`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests fail loudly")]
 
@@ -18,6 +20,7 @@ use std::time::{Duration, Instant};
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
 use rustix::process::{Pid, Signal};
+use sqlx::{AnyConnection, Connection, Executor};
 use tessera_store::{PoolSettings, Store, StoreError, StoreOptions, TlsSettings};
 
 /// Upper bound for the test server to start on a loaded machine.
@@ -56,7 +59,7 @@ fn running_as_root() -> bool {
 }
 
 /// A CA, a server certificate for `localhost` and 127.0.0.1, and a client
-/// certificate for the user `postgres`, as PEM files.
+/// certificate with the common name `postgres`, as PEM files.
 struct Pki {
     ca: PathBuf,
     server_cert: PathBuf,
@@ -148,11 +151,7 @@ impl TlsPostgres {
         )
         .unwrap();
 
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let setting = |name: &str, path: &Path| format!("{name}={}", path.display());
         let mut postgres = Command::new(bin.join("postgres"));
         postgres
@@ -175,31 +174,48 @@ impl TlsPostgres {
             _dir: dir,
             pki,
         };
-        server.wait_until_listening();
+        wait_until_listening(port);
         server
     }
 
-    fn wait_until_listening(&self) {
-        let deadline = Instant::now() + START_TIMEOUT;
-        while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < deadline, "PostgreSQL did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     fn options(&self, tls: TlsSettings) -> StoreOptions {
-        StoreOptions {
-            pool: PoolSettings {
-                acquire_timeout: Duration::from_secs(5),
-                ..PoolSettings::default()
-            },
-            tls,
-            ..StoreOptions::new(format!(
-                "postgres://postgres@localhost:{}/postgres",
-                self.port
-            ))
-        }
+        let url = format!("postgres://postgres@localhost:{}/postgres", self.port);
+        options(url, tls)
     }
+}
+
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().port()
+}
+
+fn wait_until_listening(port: u16) {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "the database server did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn options(url: String, tls: TlsSettings) -> StoreOptions {
+    StoreOptions {
+        pool: PoolSettings {
+            acquire_timeout: Duration::from_secs(5),
+            ..PoolSettings::default()
+        },
+        tls,
+        ..StoreOptions::new(url)
+    }
+}
+
+/// Sends `signal` to a database server child and waits for it to exit.
+fn stop(child: &mut Child, signal: Signal) {
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap()).unwrap();
+    let _ = rustix::process::kill_process(pid, signal);
+    let _ = child.wait();
 }
 
 fn run_as(command: &mut Command, user: Option<(u32, u32)>) {
@@ -211,9 +227,7 @@ fn run_as(command: &mut Command, user: Option<(u32, u32)>) {
 impl Drop for TlsPostgres {
     fn drop(&mut self) {
         // SIGINT is PostgreSQL's fast shutdown: it ends every backend.
-        let pid = Pid::from_raw(i32::try_from(self.child.id()).unwrap()).unwrap();
-        let _ = rustix::process::kill_process(pid, Signal::INT);
-        let _ = self.child.wait();
+        stop(&mut self.child, Signal::INT);
     }
 }
 
@@ -261,4 +275,134 @@ async fn postgres_verify_full_with_client_certificate() {
     let message = err.to_string();
     assert!(message.contains("UnknownIssuer"), "{message}");
     assert!(message.contains("datastore.ssl_mode"), "{message}");
+}
+
+/// A MariaDB server in a temporary directory, stopped on drop, with a
+/// database `tessera` and a user `tessera` that must present a client
+/// certificate.
+struct TlsMariaDb {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+    pki: Pki,
+}
+
+const MARIADB_SERVER: &str = "/usr/sbin/mariadbd";
+const MARIADB_INSTALL: &str = "/usr/bin/mariadb-install-db";
+
+impl TlsMariaDb {
+    async fn start() -> TlsMariaDb {
+        let dir = tempfile::Builder::new()
+            .prefix("tessera-mytls-")
+            .tempdir()
+            .unwrap();
+        let pki = generate_pki(dir.path());
+        let data = dir.path().join("data");
+        let root_flag: &[&str] = if running_as_root() {
+            &["--user=root"]
+        } else {
+            &[]
+        };
+
+        let status = Command::new(MARIADB_INSTALL)
+            .arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .args(root_flag)
+            .arg("--auth-root-authentication-method=normal")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "mariadb-install-db failed: {status}");
+
+        let port = free_port();
+        let path_flag = |name: &str, path: &Path| format!("--{name}={}", path.display());
+        let child = Command::new(MARIADB_SERVER)
+            .arg("--no-defaults")
+            .args(root_flag)
+            .arg(path_flag("datadir", &data))
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(path_flag("socket", &dir.path().join("mysqld.sock")))
+            .arg(path_flag("pid-file", &dir.path().join("mysqld.pid")))
+            .arg(path_flag("ssl-ca", &pki.ca))
+            .arg(path_flag("ssl-cert", &pki.server_cert))
+            .arg(path_flag("ssl-key", &pki.server_key))
+            .arg("--skip-log-bin")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+
+        let server = TlsMariaDb {
+            child,
+            port,
+            _dir: dir,
+            pki,
+        };
+        wait_until_listening(port);
+        server.create_user().await;
+        server
+    }
+
+    async fn create_user(&self) {
+        sqlx::any::install_default_drivers();
+        let admin_url = format!("mysql://root@127.0.0.1:{}/?ssl-mode=DISABLED", self.port);
+        let mut admin = AnyConnection::connect(&admin_url).await.unwrap();
+        for statement in [
+            "CREATE DATABASE tessera",
+            // Host localhost, because the anonymous user ''@'localhost'
+            // that mariadb-install-db creates matches before any '%' host.
+            "CREATE USER 'tessera'@'localhost' REQUIRE X509",
+            "GRANT ALL ON tessera.* TO 'tessera'@'localhost'",
+        ] {
+            admin.execute(statement).await.unwrap();
+        }
+        admin.close().await.unwrap();
+    }
+
+    fn options(&self, tls: TlsSettings) -> StoreOptions {
+        let url = format!("mysql://tessera@localhost:{}/tessera", self.port);
+        options(url, tls)
+    }
+}
+
+impl Drop for TlsMariaDb {
+    fn drop(&mut self) {
+        stop(&mut self.child, Signal::TERM);
+    }
+}
+
+#[tokio::test]
+async fn mariadb_verify_identity_with_client_certificate() {
+    if !Path::new(MARIADB_SERVER).is_file() || !Path::new(MARIADB_INSTALL).is_file() {
+        note("skipped: no MariaDB server binaries (mariadbd, mariadb-install-db)");
+        return;
+    }
+    let server = TlsMariaDb::start().await;
+    let pki = &server.pki;
+    let full = TlsSettings {
+        mode: Some("VERIFY_IDENTITY".into()),
+        ca_file: Some(pki.ca.clone()),
+        cert_file: Some(pki.client_cert.clone()),
+        key_file: Some(pki.client_key.clone()),
+    };
+
+    let store = Store::open_with(&server.options(full.clone()))
+        .await
+        .unwrap();
+    store.ping().await.unwrap();
+    store.close().await;
+
+    let without_client_certificate = TlsSettings {
+        cert_file: None,
+        key_file: None,
+        ..full
+    };
+    let err = Store::open_with(&server.options(without_client_certificate))
+        .await
+        .expect_err("the user must present a client certificate");
+    let message = err.to_string();
+    assert!(message.contains("Access denied"), "{message}");
+    assert!(message.contains("datastore.ssl_cert_file"), "{message}");
 }
