@@ -54,6 +54,10 @@ pub struct Store {
     target: Arc<Target>,
 }
 
+/// Maximum time [`Store::ping`] spends on its diagnosing connection,
+/// after it already waited the acquire timeout for the pool.
+const MAX_DIAGNOSIS_TIME: Duration = Duration::from_secs(5);
+
 /// Where the pool connects, for diagnosing a failed ping.
 struct Target {
     /// The URL with TLS parameters; it may contain a password.
@@ -163,7 +167,8 @@ impl Store {
     }
 
     /// Runs a trivial query to check that the database is reachable. It
-    /// waits up to the pool's acquire timeout for a connection.
+    /// waits up to the pool's acquire timeout for a connection, then up to
+    /// 5 s more for a diagnosing connection when none came.
     ///
     /// # Errors
     ///
@@ -184,7 +189,7 @@ impl Store {
             self.backend,
             &target.connect_url,
             &target.shown_url,
-            target.acquire_timeout,
+            target.acquire_timeout.min(MAX_DIAGNOSIS_TIME),
             OnRefused::Fail,
         )
         .await;

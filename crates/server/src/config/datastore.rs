@@ -29,8 +29,8 @@ const ACQUIRE_TIMEOUT_RANGE: (Duration, Duration) =
 const CONNECTION_AGE_RANGE: (Duration, Duration) =
     (Duration::from_secs(1), Duration::from_secs(24 * 60 * 60));
 
-/// The `[datastore]` table as written.
-#[derive(Debug, Clone, Default, Deserialize)]
+/// The `[datastore]` table as written. `Debug` masks the URL's password.
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawDatastoreConfig {
     /// Datastore URL, such as `sqlite:///var/lib/tessera/datastore.sqlite3`.
@@ -53,6 +53,23 @@ pub struct RawDatastoreConfig {
     pub ssl_cert_file: Option<PathBuf>,
     /// PEM file of the client certificate's private key.
     pub ssl_key_file: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for RawDatastoreConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawDatastoreConfig")
+            .field("url", &self.url.as_deref().map(redact_url))
+            .field("max_connections", &self.max_connections)
+            .field("min_connections", &self.min_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_lifetime", &self.max_lifetime)
+            .field("ssl_mode", &self.ssl_mode)
+            .field("ssl_ca_file", &self.ssl_ca_file)
+            .field("ssl_cert_file", &self.ssl_cert_file)
+            .field("ssl_key_file", &self.ssl_key_file)
+            .finish()
+    }
 }
 
 /// Checks the `[datastore]` table. The URL defaults to a SQLite file in

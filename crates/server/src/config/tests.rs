@@ -622,8 +622,15 @@ fn datastore_password_never_shown() {
     assert!(message.contains("datastore.ssl_mode"), "{message}");
     assert!(!message.contains("s3cret"), "{message}");
 
-    let config =
-        ServerConfig::resolve(with_datastore(postgres(RawDatastoreConfig::default()))).unwrap();
+    let raw = with_datastore(postgres(RawDatastoreConfig::default()));
+    let raw_debug = format!("{raw:?}");
+    assert!(
+        raw_debug.contains("tessera:***@db.example.org"),
+        "{raw_debug}"
+    );
+    assert!(!raw_debug.contains("s3cret"), "{raw_debug}");
+
+    let config = ServerConfig::resolve(raw).unwrap();
     let debug = format!("{config:?}");
     assert!(debug.contains("tessera:***@db.example.org"), "{debug}");
     assert!(!debug.contains("s3cret"), "{debug}");
