@@ -158,9 +158,16 @@ pub struct AgentRunArgs {
     /// Trust domain name, such as `example.org`.
     #[arg(long)]
     pub trust_domain: Option<String>,
-    /// Address of the server's agent API, such as `127.0.0.1:8081`.
-    #[arg(long)]
-    pub server_address: Option<String>,
+    /// Address of a server's agent API, such as `127.0.0.1:8081`. Repeat
+    /// the flag to list several servers of the trust domain, in the order
+    /// the agent tries them. Given at least once, it replaces both
+    /// server_address and server_addresses of the configuration file.
+    #[arg(
+        long = "server-address",
+        value_name = "HOST:PORT",
+        value_parser = parse_server_address
+    )]
+    pub server_addresses: Vec<String>,
     /// Directory for the agent's key and SVID.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
@@ -175,6 +182,13 @@ pub struct AgentRunArgs {
     /// and the configuration file's log_level.
     #[arg(long)]
     pub log_level: Option<String>,
+}
+
+/// Checks one `--server-address` value, so a malformed address is a usage
+/// error that names the flag.
+fn parse_server_address(value: &str) -> Result<String, String> {
+    tessera_agent::config::ServerAddress::parse(value)?;
+    Ok(value.to_owned())
 }
 
 /// An agent named by its SPIFFE ID.
@@ -482,6 +496,45 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    fn server_addresses(args: &[&str]) -> Vec<String> {
+        let mut full = vec!["agent", "run"];
+        full.extend_from_slice(args);
+        match parse(&full).expect("valid flags").command {
+            Command::Agent(AgentCommand::Run(run)) => run.server_addresses,
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn agent_run_server_address_repeats() {
+        let flags = [
+            "--server-address",
+            "10.0.0.1:8081",
+            "--server-address",
+            "[::1]:8082",
+            "--server-address=server-c.example.org:8081",
+        ];
+        assert_eq!(
+            server_addresses(&flags),
+            ["10.0.0.1:8081", "[::1]:8082", "server-c.example.org:8081"]
+        );
+        assert!(server_addresses(&[]).is_empty());
+    }
+
+    #[test]
+    fn agent_run_malformed_server_address_rejected() {
+        for address in ["127.0.0.1", "::1:8081", "host:0", ":8081", "host:port"] {
+            let err = parse(&["agent", "run", "--server-address", address]).expect_err(address);
+            assert_eq!(err.exit_code(), 2, "{address}");
+            let message = err.to_string();
+            assert!(message.contains("--server-address"), "{address}: {message}");
+            assert!(
+                message.contains("expected host:port"),
+                "{address}: {message}"
+            );
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use tessera_spiffe::{KeyAlgorithm, TrustDomain};
+use tessera_store::StoreOptions;
 
 pub use crate::federation::config::{
     BundleEndpointConfig, EndpointProfile, FederationConfig, OidcConfig, RawBundleEndpointConfig,
@@ -17,10 +18,12 @@ pub use crate::federation::config::{
 };
 use crate::federation::config::{resolve_federation, resolve_oidc};
 
+pub use datastore::RawDatastoreConfig;
+use datastore::resolve_datastore;
 use keys::{
     check_svid_ttls, resolve_admin_socket, resolve_bind_address, resolve_data_dir,
-    resolve_datastore_url, resolve_duration, resolve_jwt_issuer, resolve_key_storage,
-    resolve_key_type, resolve_log_level, resolve_trust_domain,
+    resolve_duration, resolve_jwt_issuer, resolve_key_storage, resolve_key_type, resolve_log_level,
+    resolve_trust_domain,
 };
 
 /// Default address of the agent API.
@@ -150,14 +153,6 @@ pub struct RawJoinTokenConfig {
     pub ttl: Option<String>,
 }
 
-/// The `[datastore]` table as written.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawDatastoreConfig {
-    /// Datastore URL, such as `sqlite:///var/lib/tessera/datastore.sqlite3`.
-    pub url: Option<String>,
-}
-
 impl RawConfig {
     /// Reads and parses a TOML configuration file.
     ///
@@ -229,8 +224,9 @@ pub struct ServerConfig {
     pub jwt_svid_ttl: Duration,
     /// Default join token lifetime.
     pub join_token_ttl: Duration,
-    /// Datastore URL. It may contain a password, so it is never logged.
-    pub datastore_url: String,
+    /// Datastore URL, pool and TLS settings. The URL may contain a
+    /// password, so `Debug` and the logs show it masked.
+    pub datastore: StoreOptions,
     /// Bundle endpoint and federation settings.
     pub federation: FederationConfig,
     /// OIDC discovery endpoint, if any.
@@ -281,8 +277,7 @@ impl ServerConfig {
             check_svid_ttls(&raw.svid, ca, x509, jwt, &mut errors);
         }
 
-        let datastore_url =
-            resolve_datastore_url(raw.datastore.url, data_dir.as_deref(), &mut errors);
+        let datastore = resolve_datastore(raw.datastore, data_dir.as_deref(), &mut errors);
 
         match (
             trust_domain,
@@ -296,7 +291,7 @@ impl ServerConfig {
             x509_svid_ttl,
             jwt_svid_ttl,
             join_token_ttl,
-            datastore_url,
+            datastore,
         ) {
             (
                 Some(trust_domain),
@@ -310,7 +305,7 @@ impl ServerConfig {
                 Some(x509_svid_ttl),
                 Some(jwt_svid_ttl),
                 Some(join_token_ttl),
-                Some(datastore_url),
+                Some(datastore),
             ) if errors.is_empty() => Ok(Self {
                 trust_domain,
                 data_dir,
@@ -324,7 +319,7 @@ impl ServerConfig {
                 x509_svid_ttl,
                 jwt_svid_ttl,
                 join_token_ttl,
-                datastore_url,
+                datastore,
                 federation,
                 oidc,
             }),
@@ -333,6 +328,7 @@ impl ServerConfig {
     }
 }
 
+mod datastore;
 mod keys;
 #[cfg(test)]
 mod tests;

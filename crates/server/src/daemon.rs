@@ -95,9 +95,9 @@ async fn open_state(
     config: ServerConfig,
     stop_signal: watch::Receiver<bool>,
 ) -> Result<ServerState, ServerError> {
-    let store = Store::open(&config.datastore_url)
+    let store = Store::open_with(&config.datastore)
         .await
-        .map_err(ServerError::Store)?;
+        .map_err(ServerError::OpenStore)?;
     let ca = load_ca(&config).await?;
 
     let revision = store.latest_revision().await.map_err(ServerError::Store)?;

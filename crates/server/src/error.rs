@@ -19,6 +19,9 @@ pub enum ServerError {
         #[source]
         source: io::Error,
     },
+    /// The datastore could not be opened at startup.
+    #[error("failed to open the datastore")]
+    OpenStore(#[source] StoreError),
     /// The datastore failed.
     #[error("datastore error")]
     Store(#[source] StoreError),

@@ -50,20 +50,23 @@ pub enum StoreError {
     },
 
     /// Connecting to the database failed.
-    #[error("failed to connect to the {backend} datastore")]
+    #[error("failed to connect to the {backend} datastore at {url}: {cause}; {hint}")]
     Connect {
         /// The backend name, such as `sqlite`.
         backend: &'static str,
-        /// The driver's error.
-        #[source]
-        source: sqlx::Error,
+        /// The datastore URL with its password masked.
+        url: String,
+        /// The driver's error message, or the timeout that expired.
+        cause: String,
+        /// What the operator should check.
+        hint: &'static str,
     },
 
     /// The database was migrated by a newer build of Tessera.
     #[error(
-        "the datastore schema is at version {database_version}, but this build of Tessera \
-         supports versions up to {supported_version}; upgrade Tessera to a release that \
-         knows version {database_version}"
+        "the datastore schema is at version {database_version}, newer than this tessera \
+         binary supports (up to version {supported_version}): a newer Tessera release \
+         migrated the database; upgrade the tessera binary to that release or later"
     )]
     SchemaTooNew {
         /// The newest migration version applied to the database.

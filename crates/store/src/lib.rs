@@ -12,21 +12,33 @@ mod agents;
 mod backend;
 mod bundles;
 mod changes;
+mod connect;
 mod entries;
 mod error;
 mod federations;
+mod options;
+mod redact;
 mod row;
 mod schema;
 mod tokens;
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use sqlx::{Any, AnyPool, Transaction};
 
 pub use agents::AttestedAgent;
+pub use backend::Backend;
 pub use changes::{Change, ChangeKind};
 pub use error::{ObjectKind, StoreError};
 pub use federations::FederationRecord;
+pub use options::{
+    DEFAULT_ACQUIRE_TIMEOUT, DEFAULT_IDLE_TIMEOUT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_LIFETIME,
+    DEFAULT_MIN_CONNECTIONS, PoolSettings, StoreOptions, TlsSettings,
+};
+pub use redact::redact_url;
 
-use backend::Backend;
+use connect::OnRefused;
 use error::query_failed;
 
 /// A position in the change feed. Every write to entries, agents or
@@ -39,6 +51,20 @@ pub type Revision = u64;
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
+    target: Arc<Target>,
+}
+
+/// Maximum time [`Store::ping`] spends on its diagnosing connection,
+/// after it already waited the acquire timeout for the pool.
+const MAX_DIAGNOSIS_TIME: Duration = Duration::from_secs(5);
+
+/// Where the pool connects, for diagnosing a failed ping.
+struct Target {
+    /// The URL with TLS parameters; it may contain a password.
+    connect_url: String,
+    /// The URL with its password masked.
+    shown_url: String,
+    acquire_timeout: Duration,
 }
 
 impl std::fmt::Debug for Store {
@@ -50,7 +76,17 @@ impl std::fmt::Debug for Store {
 }
 
 impl Store {
-    /// Opens the store at `url` and applies pending schema migrations.
+    /// Opens the store at `url` with the default pool settings and applies
+    /// pending schema migrations; see [`Store::open_with`].
+    ///
+    /// # Errors
+    ///
+    /// As [`Store::open_with`].
+    pub async fn open(url: &str) -> Result<Store, StoreError> {
+        Self::open_with(&StoreOptions::new(url)).await
+    }
+
+    /// Opens the store and applies pending schema migrations.
     ///
     /// Supported URLs:
     /// - `sqlite:///abs/path.db`, `sqlite://relative/path.db` or
@@ -60,8 +96,13 @@ impl Store {
     /// - `sqlite::memory:`: a private in-memory database, lost on drop.
     /// - `postgres://user:password@host:port/database` (or
     ///   `postgresql://`) and `mysql://user:password@host:port/database`
-    ///   (or `mariadb://`), with sqlx's connection options. The database
+    ///   (or `mariadb://`), with sqlx's connection parameters. The database
     ///   must exist; the store creates its tables.
+    ///
+    /// For PostgreSQL and MySQL, a first connection is made outside the
+    /// pool, retrying a refused connection until
+    /// [`PoolSettings::acquire_timeout`], so that a failure reports the
+    /// driver's cause instead of the pool's timeout.
     ///
     /// # Errors
     ///
@@ -70,9 +111,34 @@ impl Store {
     /// [`StoreError::SchemaTooNew`] when a newer build migrated the
     /// database, [`StoreError::MigrationLockTimeout`] and
     /// [`StoreError::Migrate`].
-    pub async fn open(url: &str) -> Result<Store, StoreError> {
-        let backend = Backend::from_url(url)?;
-        let pool = backend.connect(url).await?;
+    pub async fn open_with(options: &StoreOptions) -> Result<Store, StoreError> {
+        let backend = Backend::from_url(&options.url)?;
+        let target = Target {
+            connect_url: connect::with_tls_parameters(backend, &options.url, &options.tls)?,
+            shown_url: redact_url(&options.url),
+            acquire_timeout: options.pool.acquire_timeout,
+        };
+        tracing::info!(
+            backend = backend.name(),
+            url = %target.shown_url,
+            max_connections = options.pool.max_connections,
+            acquire_timeout = ?options.pool.acquire_timeout,
+            "opening the datastore"
+        );
+
+        if backend != Backend::Sqlite {
+            connect::connect_directly(
+                backend,
+                &target.connect_url,
+                &target.shown_url,
+                target.acquire_timeout,
+                OnRefused::Retry,
+            )
+            .await?;
+        }
+        let pool = backend
+            .connect(&target.connect_url, &target.shown_url, &options.pool)
+            .await?;
 
         let schema_version = match schema::migrate(&pool, backend).await {
             Ok(version) => version,
@@ -84,10 +150,15 @@ impl Store {
 
         tracing::info!(
             backend = backend.name(),
+            url = %target.shown_url,
             schema_version,
             "opened the datastore"
         );
-        Ok(Store { pool, backend })
+        Ok(Store {
+            pool,
+            backend,
+            target: Arc::new(target),
+        })
     }
 
     /// Returns the backend name: `sqlite`, `postgres` or `mysql`.
@@ -95,17 +166,38 @@ impl Store {
         self.backend.name()
     }
 
-    /// Runs a trivial query to check that the database is reachable.
+    /// Runs a trivial query to check that the database is reachable. It
+    /// waits up to the pool's acquire timeout for a connection, then up to
+    /// 5 s more for a diagnosing connection when none came.
     ///
     /// # Errors
     ///
-    /// [`StoreError::Query`] when the database is unreachable.
+    /// [`StoreError::Connect`] with the driver's cause when no connection
+    /// could be had, found by one more connection attempt outside the
+    /// pool; [`StoreError::Query`] when the query itself failed.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map_err(query_failed("ping"))?;
-        Ok(())
+        let error = match sqlx::query("SELECT 1").execute(&self.pool).await {
+            Ok(_) => return Ok(()),
+            Err(error) => error,
+        };
+        if !matches!(error, sqlx::Error::PoolTimedOut) || self.backend == Backend::Sqlite {
+            return Err(query_failed("ping")(error));
+        }
+
+        let target = &self.target;
+        let diagnosis = connect::connect_directly(
+            self.backend,
+            &target.connect_url,
+            &target.shown_url,
+            target.acquire_timeout.min(MAX_DIAGNOSIS_TIME),
+            OnRefused::Fail,
+        )
+        .await;
+        match diagnosis {
+            Err(connect_error) => Err(connect_error),
+            // The database came back between the two attempts.
+            Ok(()) => Err(query_failed("ping")(error)),
+        }
     }
 
     /// Closes every connection. Later calls on this store or its clones

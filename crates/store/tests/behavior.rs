@@ -1060,7 +1060,11 @@ mod cases {
         );
         let message = err.to_string();
         assert!(message.contains(&format!("version {newer}")), "{message}");
-        assert!(message.contains(&format!("up to {supported}")), "{message}");
+        assert!(
+            message.contains(&format!("up to version {supported}")),
+            "{message}"
+        );
+        assert!(message.contains("upgrade the tessera binary"), "{message}");
     }
 
     /// Several servers that start at once on a new database all open it,

@@ -53,7 +53,10 @@ fn resolve_config(args: &AgentRunArgs) -> Result<AgentConfig> {
 fn apply_flags(raw: &mut RawConfig, args: &AgentRunArgs) {
     override_with(&mut raw.join_token, &args.join_token);
     override_with(&mut raw.trust_domain, &args.trust_domain);
-    override_with(&mut raw.server_address, &args.server_address);
+    if !args.server_addresses.is_empty() {
+        raw.server_address = None;
+        raw.server_addresses = Some(args.server_addresses.clone());
+    }
     override_with(&mut raw.data_dir, &args.data_dir);
     override_with(&mut raw.socket_path, &args.socket_path);
     override_with(&mut raw.trust_bundle_path, &args.trust_bundle);
@@ -70,7 +73,7 @@ mod tests {
             config: None,
             join_token: None,
             trust_domain: None,
-            server_address: None,
+            server_addresses: Vec::new(),
             data_dir: None,
             socket_path: None,
             trust_bundle: None,
@@ -85,16 +88,51 @@ mod tests {
         )
         .expect("valid TOML");
         let flags = AgentRunArgs {
-            server_address: Some("127.0.0.1:2".to_owned()),
+            server_addresses: vec!["127.0.0.1:2".to_owned()],
             trust_bundle: Some("/flag/bundle.pem".into()),
             ..args()
         };
         apply_flags(&mut raw, &flags);
         assert_eq!(raw.trust_domain.as_deref(), Some("file.org"));
-        assert_eq!(raw.server_address.as_deref(), Some("127.0.0.1:2"));
+        assert_eq!(raw.server_address, None);
+        assert_eq!(raw.server_addresses, Some(vec!["127.0.0.1:2".to_owned()]));
         assert_eq!(
             raw.trust_bundle_path.as_deref(),
             Some(Path::new("/flag/bundle.pem"))
+        );
+    }
+
+    #[test]
+    fn server_address_flags_replace_file_list() {
+        let mut raw =
+            RawConfig::from_toml("server_addresses = [\"10.0.0.1:8081\", \"10.0.0.2:8081\"]\n")
+                .expect("valid TOML");
+        let flags = AgentRunArgs {
+            trust_domain: Some("example.org".to_owned()),
+            data_dir: Some("/var/lib/tessera/agent".into()),
+            server_addresses: vec!["10.0.0.3:8081".to_owned(), "10.0.0.4:8081".to_owned()],
+            ..args()
+        };
+        apply_flags(&mut raw, &flags);
+
+        let config = AgentConfig::resolve(raw).expect("resolve");
+        let addresses: Vec<String> = config
+            .server_addresses
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(addresses, ["10.0.0.3:8081", "10.0.0.4:8081"]);
+    }
+
+    #[test]
+    fn file_list_kept_without_flags() {
+        let mut raw =
+            RawConfig::from_toml("server_addresses = [\"10.0.0.1:8081\", \"10.0.0.2:8081\"]\n")
+                .expect("valid TOML");
+        apply_flags(&mut raw, &args());
+        assert_eq!(
+            raw.server_addresses,
+            Some(vec!["10.0.0.1:8081".to_owned(), "10.0.0.2:8081".to_owned()])
         );
     }
 

@@ -9,7 +9,9 @@
 )]
 
 mod pki;
+mod postgres;
 mod process;
+mod proxy;
 mod tls;
 pub mod workload;
 
@@ -29,7 +31,17 @@ use tempfile::TempDir;
     reason = "not every test binary uses the certificate helpers"
 )]
 pub use pki::*;
+#[allow(
+    unused_imports,
+    reason = "only the datastore tests use PostgreSQL and the proxy"
+)]
+pub use postgres::*;
 pub use process::*;
+#[allow(
+    unused_imports,
+    reason = "only the datastore tests use PostgreSQL and the proxy"
+)]
+pub use proxy::*;
 #[allow(unused_imports, reason = "not every test binary makes TLS connections")]
 pub use tls::*;
 
@@ -74,6 +86,9 @@ pub struct Options {
     pub x509_ttl: String,
     pub jwt_ttl: String,
     pub join_token_ttl: String,
+    /// TOML appended to the server configuration, such as a `[datastore]`
+    /// table.
+    pub extra_server_toml: String,
 }
 
 impl Default for Options {
@@ -83,6 +98,7 @@ impl Default for Options {
             x509_ttl: "1h".into(),
             jwt_ttl: "5m".into(),
             join_token_ttl: "10m".into(),
+            extra_server_toml: String::new(),
         }
     }
 }
@@ -206,6 +222,8 @@ jwt_ttl = "{jwt_ttl}"
 
 [join_token]
 ttl = "{join_token_ttl}"
+
+{extra}
 "#,
             data_dir = self.server_data_dir().display(),
             address = self.server_address,
@@ -214,6 +232,7 @@ ttl = "{join_token_ttl}"
             x509_ttl = o.x509_ttl,
             jwt_ttl = o.jwt_ttl,
             join_token_ttl = o.join_token_ttl,
+            extra = o.extra_server_toml,
         );
         fs::write(self.server_config_path(), config).expect("write server.toml");
     }

@@ -18,7 +18,8 @@ pub(super) fn get_bundle(state: &ServerState) -> types::Bundle {
     state.bundle.load().proto.clone()
 }
 
-/// Pings the datastore and reports the active CA's expiry.
+/// Pings the datastore and reports the active CA's expiry. The ping waits
+/// up to `datastore.acquire_timeout` for a connection.
 pub(super) async fn health(state: &ServerState) -> HealthResponse {
     let mut checks = Vec::new();
     let mut healthy = true;
@@ -27,8 +28,9 @@ pub(super) async fn health(state: &ServerState) -> HealthResponse {
         Ok(()) => checks.push("datastore: ok".to_owned()),
         Err(e) => {
             healthy = false;
-            tracing::warn!(error = %crate::error_chain(&e), "health check: datastore ping failed");
-            checks.push(format!("datastore: failed: {e}"));
+            let error = crate::error_chain(&e);
+            tracing::warn!(%error, "health check: datastore ping failed");
+            checks.push(format!("datastore: failed: {error}"));
         }
     }
 

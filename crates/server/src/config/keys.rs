@@ -290,27 +290,3 @@ pub(super) fn check_svid_ttls(
         invalid(errors, "svid.jwt_ttl", Some(&written), &expected);
     }
 }
-
-pub(super) fn resolve_datastore_url(
-    value: Option<String>,
-    data_dir: Option<&Path>,
-    errors: &mut Vec<InvalidKey>,
-) -> Option<String> {
-    const SCHEMES: [&str; 4] = ["sqlite:", "postgres://", "postgresql://", "mysql://"];
-    let Some(url) = value else {
-        let path = data_dir?.join("datastore.sqlite3");
-        return Some(format!("sqlite://{}", path.display()));
-    };
-    if SCHEMES.iter().any(|scheme| url.starts_with(scheme)) {
-        return Some(url);
-    }
-    // The URL may contain a password, so only its scheme is written.
-    let scheme = url.split_once(':').map_or("(none)", |(scheme, _)| scheme);
-    invalid(
-        errors,
-        "datastore.url",
-        Some(&format!("<URL with scheme {scheme}>")),
-        "a URL starting with sqlite:, postgres://, postgresql:// or mysql://",
-    );
-    None
-}

@@ -1,4 +1,5 @@
 use super::*;
+use tessera_store::PoolSettings;
 
 fn minimal() -> RawConfig {
     RawConfig {
@@ -39,9 +40,11 @@ fn resolve_minimal_fills_defaults() {
     assert_eq!(config.jwt_svid_ttl, Duration::from_secs(300));
     assert_eq!(config.join_token_ttl, Duration::from_secs(600));
     assert_eq!(
-        config.datastore_url,
+        config.datastore.url,
         "sqlite:///var/lib/tessera/datastore.sqlite3"
     );
+    assert_eq!(config.datastore.pool, PoolSettings::default());
+    assert!(config.datastore.tls.is_empty());
 }
 
 #[test]
@@ -84,6 +87,7 @@ fn resolve_reports_every_invalid_key() {
         },
         datastore: RawDatastoreConfig {
             url: Some("redis://user:secret@host".into()),
+            ..RawDatastoreConfig::default()
         },
         ..minimal()
     };
@@ -127,6 +131,7 @@ fn resolve_datastore_password_not_shown() {
     let raw = RawConfig {
         datastore: RawDatastoreConfig {
             url: Some("redis://user:secret@host".into()),
+            ..RawDatastoreConfig::default()
         },
         ..minimal()
     };
@@ -302,7 +307,7 @@ fn example_file_parses_and_resolves() {
         PathBuf::from("/var/lib/tessera/server/admin.sock")
     );
     assert_eq!(
-        config.datastore_url,
+        config.datastore.url,
         "sqlite:///var/lib/tessera/server/datastore.sqlite3"
     );
     assert_eq!(config.ca_ttl, DEFAULT_CA_TTL);
@@ -346,4 +351,287 @@ fn example_file_sets_every_key() {
     assert!(raw.svid.jwt_ttl.is_some());
     assert!(raw.join_token.ttl.is_some());
     assert!(raw.datastore.url.is_some());
+    assert!(raw.datastore.max_connections.is_some());
+    assert!(raw.datastore.min_connections.is_some());
+    assert!(raw.datastore.acquire_timeout.is_some());
+    assert!(raw.datastore.idle_timeout.is_some());
+    assert!(raw.datastore.max_lifetime.is_some());
+    assert!(raw.datastore.ssl_mode.is_some());
+    assert!(raw.datastore.ssl_ca_file.is_some());
+    assert!(raw.datastore.ssl_cert_file.is_some());
+    assert!(raw.datastore.ssl_key_file.is_some());
+}
+
+fn with_datastore(datastore: RawDatastoreConfig) -> RawConfig {
+    RawConfig {
+        datastore,
+        ..minimal()
+    }
+}
+
+fn postgres(tls: RawDatastoreConfig) -> RawDatastoreConfig {
+    RawDatastoreConfig {
+        url: Some("postgres://tessera:s3cret@db.example.org:5432/tessera".into()),
+        ..tls
+    }
+}
+
+/// Writes a PEM file with a block of `label` and returns its path.
+fn pem_file(dir: &Path, name: &str, label: &str) -> PathBuf {
+    let path = dir.join(name);
+    let text = format!("-----BEGIN {label}-----\nAAAA\n-----END {label}-----\n");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn resolve_datastore_pool_settings() {
+    let raw = with_datastore(RawDatastoreConfig {
+        max_connections: Some(20),
+        min_connections: Some(2),
+        acquire_timeout: Some("500ms".into()),
+        idle_timeout: Some("5m".into()),
+        max_lifetime: Some("1h".into()),
+        ..RawDatastoreConfig::default()
+    });
+    let pool = ServerConfig::resolve(raw).unwrap().datastore.pool;
+
+    assert_eq!(pool.max_connections, 20);
+    assert_eq!(pool.min_connections, 2);
+    assert_eq!(pool.acquire_timeout, Duration::from_millis(500));
+    assert_eq!(pool.idle_timeout, Duration::from_secs(300));
+    assert_eq!(pool.max_lifetime, Duration::from_secs(3600));
+}
+
+#[test]
+fn resolve_datastore_invalid_pool_values() {
+    let cases: [(RawDatastoreConfig, &str, &str, &str); 9] = [
+        (
+            RawDatastoreConfig {
+                max_connections: Some(0),
+                ..RawDatastoreConfig::default()
+            },
+            "datastore.max_connections",
+            "0",
+            "from 1 to 1000",
+        ),
+        (
+            RawDatastoreConfig {
+                max_connections: Some(5000),
+                ..RawDatastoreConfig::default()
+            },
+            "datastore.max_connections",
+            "5000",
+            "from 1 to 1000",
+        ),
+        (
+            RawDatastoreConfig {
+                min_connections: Some(-1),
+                ..RawDatastoreConfig::default()
+            },
+            "datastore.min_connections",
+            "-1",
+            "from 0 to 1000",
+        ),
+        (
+            RawDatastoreConfig {
+                max_connections: Some(4),
+                min_connections: Some(5),
+                ..RawDatastoreConfig::default()
+            },
+            "datastore.min_connections",
+            "5",
+            "at most datastore.max_connections (4)",
+        ),
+        (
+            RawDatastoreConfig {
+                acquire_timeout: Some("0s".into()),
+                ..RawDatastoreConfig::default()
+            },
+            "datastore.acquire_timeout",
+            "0s",
+            "from 100ms to 10m",
+        ),
+        (
+            RawDatastoreConfig {
+                acquire_timeout: Some("soon".into()),
+                ..RawDatastoreConfig::default()
+            },
+            "datastore.acquire_timeout",
+            "soon",
+            "such as \"500ms\"",
+        ),
+        (
+            RawDatastoreConfig {
+                idle_timeout: Some("0s".into()),
+                ..RawDatastoreConfig::default()
+            },
+            "datastore.idle_timeout",
+            "0s",
+            "from 1s to 1day",
+        ),
+        (
+            RawDatastoreConfig {
+                max_lifetime: Some("2days".into()),
+                ..RawDatastoreConfig::default()
+            },
+            "datastore.max_lifetime",
+            "2days",
+            "from 1s to 1day",
+        ),
+        (
+            RawDatastoreConfig {
+                url: Some("sqlite:///tmp/x.db".into()),
+                ssl_mode: Some("require".into()),
+                ..RawDatastoreConfig::default()
+            },
+            "datastore.ssl_mode",
+            "require",
+            "TLS applies only to postgres:// and mysql://",
+        ),
+    ];
+    for (datastore, key, value, expected) in cases {
+        let keys = invalid_keys(with_datastore(datastore));
+        assert_eq!(keys_named(&keys), [key], "{keys:?}");
+        assert_eq!(keys[0].value.as_deref(), Some(value), "{keys:?}");
+        assert!(keys[0].expected.contains(expected), "{keys:?}");
+    }
+}
+
+#[test]
+fn resolve_datastore_tls_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pem_file(dir.path(), "ca.pem", "CERTIFICATE");
+    let cert = pem_file(dir.path(), "client.pem", "CERTIFICATE");
+    let key = pem_file(dir.path(), "client.key", "PRIVATE KEY");
+    let raw = with_datastore(postgres(RawDatastoreConfig {
+        ssl_mode: Some("Verify-CA".into()),
+        ssl_ca_file: Some(ca.clone()),
+        ssl_cert_file: Some(cert.clone()),
+        ssl_key_file: Some(key.clone()),
+        ..RawDatastoreConfig::default()
+    }));
+    let tls = ServerConfig::resolve(raw).unwrap().datastore.tls;
+
+    assert_eq!(tls.mode.as_deref(), Some("verify-ca"));
+    assert_eq!(tls.ca_file, Some(ca));
+    assert_eq!(tls.cert_file, Some(cert));
+    assert_eq!(tls.key_file, Some(key));
+}
+
+#[test]
+fn resolve_datastore_ca_file_alone_verifies() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pem_file(dir.path(), "ca.pem", "CERTIFICATE");
+    let cases = [
+        ("postgres://tessera@db/tessera", "verify-full"),
+        ("mysql://tessera@db/tessera", "VERIFY_IDENTITY"),
+    ];
+    for (url, expected) in cases {
+        let raw = with_datastore(RawDatastoreConfig {
+            url: Some(url.into()),
+            ssl_ca_file: Some(ca.clone()),
+            ..RawDatastoreConfig::default()
+        });
+        let tls = ServerConfig::resolve(raw).unwrap().datastore.tls;
+        assert_eq!(tls.mode.as_deref(), Some(expected), "{url}");
+    }
+}
+
+#[test]
+fn resolve_datastore_invalid_tls_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = pem_file(dir.path(), "ca.pem", "CERTIFICATE");
+    let not_pem = dir.path().join("ca.der");
+    std::fs::write(&not_pem, [0x30, 0x82]).unwrap();
+    let missing = dir.path().join("missing.pem");
+    let cases: [(RawDatastoreConfig, &str, Option<String>, &str); 6] = [
+        (
+            RawDatastoreConfig {
+                url: Some("mysql://root@db/tessera".into()),
+                ssl_mode: Some("verify-full".into()),
+                ..RawDatastoreConfig::default()
+            },
+            "datastore.ssl_mode",
+            Some("verify-full".into()),
+            "one of DISABLED, PREFERRED, REQUIRED, VERIFY_CA, VERIFY_IDENTITY for a mysql URL",
+        ),
+        (
+            postgres(RawDatastoreConfig {
+                ssl_mode: Some("disable".into()),
+                ssl_ca_file: Some(ca.clone()),
+                ..RawDatastoreConfig::default()
+            }),
+            "datastore.ssl_mode",
+            Some("disable".into()),
+            "a mode that uses TLS",
+        ),
+        (
+            postgres(RawDatastoreConfig {
+                ssl_ca_file: Some(missing.clone()),
+                ..RawDatastoreConfig::default()
+            }),
+            "datastore.ssl_ca_file",
+            Some(missing.display().to_string()),
+            "a readable PEM file",
+        ),
+        (
+            postgres(RawDatastoreConfig {
+                ssl_ca_file: Some(not_pem.clone()),
+                ..RawDatastoreConfig::default()
+            }),
+            "datastore.ssl_ca_file",
+            Some(not_pem.display().to_string()),
+            "no -----BEGIN",
+        ),
+        (
+            postgres(RawDatastoreConfig {
+                ssl_cert_file: Some(ca.clone()),
+                ..RawDatastoreConfig::default()
+            }),
+            "datastore.ssl_key_file",
+            None,
+            "because ssl_cert_file is set",
+        ),
+        (
+            RawDatastoreConfig {
+                url: Some("postgres://tessera:s3cret@db/tessera?sslmode=require".into()),
+                ssl_mode: Some("verify-full".into()),
+                ..RawDatastoreConfig::default()
+            },
+            "datastore.ssl_mode",
+            Some("verify-full".into()),
+            "datastore.url already sets",
+        ),
+    ];
+    for (datastore, key, value, expected) in cases {
+        let keys = invalid_keys(with_datastore(datastore));
+        assert_eq!(keys_named(&keys), [key], "{keys:?}");
+        assert_eq!(keys[0].value, value, "{keys:?}");
+        assert!(keys[0].expected.contains(expected), "{keys:?}");
+    }
+}
+
+#[test]
+fn datastore_password_never_shown() {
+    let raw = with_datastore(postgres(RawDatastoreConfig {
+        ssl_mode: Some("sometimes".into()),
+        ..RawDatastoreConfig::default()
+    }));
+    let message = ConfigError::Invalid(invalid_keys(raw)).to_string();
+    assert!(message.contains("datastore.ssl_mode"), "{message}");
+    assert!(!message.contains("s3cret"), "{message}");
+
+    let raw = with_datastore(postgres(RawDatastoreConfig::default()));
+    let raw_debug = format!("{raw:?}");
+    assert!(
+        raw_debug.contains("tessera:***@db.example.org"),
+        "{raw_debug}"
+    );
+    assert!(!raw_debug.contains("s3cret"), "{raw_debug}");
+
+    let config = ServerConfig::resolve(raw).unwrap();
+    let debug = format!("{config:?}");
+    assert!(debug.contains("tessera:***@db.example.org"), "{debug}");
+    assert!(!debug.contains("s3cret"), "{debug}");
 }

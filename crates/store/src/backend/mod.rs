@@ -15,9 +15,21 @@ use std::borrow::Cow;
 use std::time::Duration;
 
 use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 
-use crate::StoreError;
+use crate::options::{PoolSettings, TlsSettings};
+use crate::{StoreError, connect};
+
+/// Returns sqlx pool options for `settings`.
+fn pool_options(settings: &PoolSettings) -> AnyPoolOptions {
+    AnyPoolOptions::new()
+        .max_connections(settings.max_connections)
+        .min_connections(settings.min_connections)
+        .acquire_timeout(settings.acquire_timeout)
+        .idle_timeout(settings.idle_timeout)
+        .max_lifetime(settings.max_lifetime)
+}
 
 /// Statements that take and release a lock on the whole database.
 pub(crate) struct MigrationLock {
@@ -32,15 +44,41 @@ pub(crate) struct MigrationLock {
 
 /// The database behind a store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Backend {
+pub enum Backend {
+    /// SQLite, for `sqlite:` URLs.
     Sqlite,
+    /// PostgreSQL, for `postgres://` and `postgresql://` URLs.
     Postgres,
+    /// MySQL or MariaDB, for `mysql://` and `mariadb://` URLs.
     MySql,
 }
 
+/// PostgreSQL's `sslmode` values, as libpq names them.
+const POSTGRES_SSL_MODES: &[&str] = &[
+    "disable",
+    "allow",
+    "prefer",
+    "require",
+    "verify-ca",
+    "verify-full",
+];
+
+/// MySQL's `--ssl-mode` values.
+const MYSQL_SSL_MODES: &[&str] = &[
+    "DISABLED",
+    "PREFERRED",
+    "REQUIRED",
+    "VERIFY_CA",
+    "VERIFY_IDENTITY",
+];
+
 impl Backend {
     /// Picks the backend from the scheme of a datastore URL.
-    pub(crate) fn from_url(url: &str) -> Result<Self, StoreError> {
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::UnsupportedScheme`] for an unknown scheme.
+    pub fn from_url(url: &str) -> Result<Self, StoreError> {
         let scheme = url.split_once(':').map_or("", |(scheme, _)| scheme);
         match scheme {
             "sqlite" => Ok(Self::Sqlite),
@@ -53,7 +91,7 @@ impl Backend {
     }
 
     /// Returns the backend name used in logs and errors.
-    pub(crate) fn name(self) -> &'static str {
+    pub fn name(self) -> &'static str {
         match self {
             Self::Sqlite => "sqlite",
             Self::Postgres => "postgres",
@@ -61,14 +99,56 @@ impl Backend {
         }
     }
 
-    /// Opens a connection pool for `url` with the backend's settings.
-    pub(crate) async fn connect(self, url: &str) -> Result<AnyPool, StoreError> {
-        sqlx::any::install_default_drivers();
+    /// Returns the TLS mode names the backend accepts, in increasing
+    /// strictness; empty for SQLite, which has no network connection.
+    /// sqlx compares them case-insensitively.
+    pub fn ssl_modes(self) -> &'static [&'static str] {
         match self {
-            Self::Sqlite => sqlite::connect(url).await,
-            Self::Postgres => postgres::connect(url).await,
-            Self::MySql => mysql::connect(url).await,
+            Self::Sqlite => &[],
+            Self::Postgres => POSTGRES_SSL_MODES,
+            Self::MySql => MYSQL_SSL_MODES,
         }
+    }
+
+    /// Returns the TLS mode that verifies the server's certificate chain
+    /// and host name (`verify-full`, `VERIFY_IDENTITY`).
+    pub fn verifying_ssl_mode(self) -> Option<&'static str> {
+        self.ssl_modes().last().copied()
+    }
+
+    /// Returns the TLS mode that turns TLS off (`disable`, `DISABLED`).
+    pub fn disabled_ssl_mode(self) -> Option<&'static str> {
+        self.ssl_modes().first().copied()
+    }
+
+    /// Returns the TLS settings that the query parameters of `url` set,
+    /// under any name sqlx accepts; none for SQLite.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::InvalidUrl`] when the URL does not parse.
+    pub fn tls_settings_in_url(self, url: &str) -> Result<TlsSettings, StoreError> {
+        match self {
+            Self::Sqlite => Ok(TlsSettings::default()),
+            Self::Postgres | Self::MySql => connect::tls_settings_in_url(self, url),
+        }
+    }
+
+    /// Opens a connection pool for `url` with the backend's settings.
+    pub(crate) async fn connect(
+        self,
+        url: &str,
+        shown_url: &str,
+        pool: &PoolSettings,
+    ) -> Result<AnyPool, StoreError> {
+        sqlx::any::install_default_drivers();
+        let options = pool_options(pool);
+        let connected = match self {
+            Self::Sqlite => return sqlite::connect(url, options).await,
+            Self::Postgres => postgres::connect(url, options).await,
+            Self::MySql => mysql::connect(url, options).await,
+        };
+        connected.map_err(|error| connect::connect_failed(self, shown_url, &error))
     }
 
     /// Returns the backend's embedded migrations.

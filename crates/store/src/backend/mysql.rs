@@ -8,8 +8,6 @@ use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
 use sqlx::{AnyPool, Executor};
 
-use crate::StoreError;
-
 /// The MySQL schema migrations, embedded at build time.
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/mysql");
 
@@ -33,13 +31,9 @@ pub(super) const MIGRATION_UNLOCK: &str =
 /// How long [`MIGRATION_LOCK`] waits, as written in the statement.
 pub(super) const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How long opening the store waits for a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Opens a pool for a `mysql://` or `mariadb://` URL.
-pub(super) async fn connect(url: &str) -> Result<AnyPool, StoreError> {
-    AnyPoolOptions::new()
-        .acquire_timeout(CONNECT_TIMEOUT)
+pub(super) async fn connect(url: &str, options: AnyPoolOptions) -> Result<AnyPool, sqlx::Error> {
+    options
         .after_connect(|conn, _| {
             Box::pin(async move {
                 // Strict mode makes a value that does not fit its column an
@@ -53,8 +47,4 @@ pub(super) async fn connect(url: &str) -> Result<AnyPool, StoreError> {
         })
         .connect(url)
         .await
-        .map_err(|source| StoreError::Connect {
-            backend: "mysql",
-            source,
-        })
 }

@@ -2,13 +2,9 @@
 //! write is as durable as the server's `fsync` and `synchronous_commit`
 //! settings make it; both are on by default.
 
-use std::time::Duration;
-
 use sqlx::AnyPool;
 use sqlx::any::AnyPoolOptions;
 use sqlx::migrate::Migrator;
-
-use crate::StoreError;
 
 /// The PostgreSQL schema migrations, embedded at build time.
 pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
@@ -18,19 +14,9 @@ pub(super) static MIGRATOR: Migrator = sqlx::migrate!("migrations/postgres");
 pub(super) const WRITE_LOCK: &str =
     "SELECT pruned_through FROM store_state WHERE id = 1 FOR UPDATE";
 
-/// How long opening the store waits for a connection.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
 /// Opens a pool for a `postgres://` or `postgresql://` URL.
-pub(super) async fn connect(url: &str) -> Result<AnyPool, StoreError> {
-    AnyPoolOptions::new()
-        .acquire_timeout(CONNECT_TIMEOUT)
-        .connect(url)
-        .await
-        .map_err(|source| StoreError::Connect {
-            backend: "postgres",
-            source,
-        })
+pub(super) async fn connect(url: &str, options: AnyPoolOptions) -> Result<AnyPool, sqlx::Error> {
+    options.connect(url).await
 }
 
 /// Rewrites `?` placeholders to PostgreSQL's `$1`, `$2`, ... in order.

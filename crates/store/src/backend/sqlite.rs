@@ -77,18 +77,17 @@ fn any_url_for_file(path: &Path) -> Result<String, StoreError> {
     Ok(format!("sqlite://{encoded}?mode=rwc"))
 }
 
-/// Opens a pool for a SQLite URL.
-pub(super) async fn connect(url: &str) -> Result<AnyPool, StoreError> {
-    let connect_failed = |source| StoreError::Connect {
-        backend: "sqlite",
-        source,
-    };
+/// Opens a pool for a SQLite URL with `options`, except that an in-memory
+/// database always gets a pool of one connection.
+pub(super) async fn connect(url: &str, options: AnyPoolOptions) -> Result<AnyPool, StoreError> {
+    let connect_failed =
+        |error| crate::connect::connect_failed(super::Backend::Sqlite, url, &error);
 
     match parse_url(url)? {
         Location::Memory => {
             // Every connection to sqlite::memory: opens its own empty
             // database, so the pool keeps exactly one connection forever.
-            AnyPoolOptions::new()
+            options
                 .min_connections(1)
                 .max_connections(1)
                 .idle_timeout(None)
@@ -101,7 +100,7 @@ pub(super) async fn connect(url: &str) -> Result<AnyPool, StoreError> {
         Location::File(path) => {
             let path = absolute_path(&path)?;
             let any_url = any_url_for_file(&path)?;
-            AnyPoolOptions::new()
+            options
                 .after_connect(|conn, _| {
                     Box::pin(async move {
                         set_connection_pragmas(conn).await?;
@@ -209,7 +208,7 @@ mod tests {
         sqlx::any::install_default_drivers();
         let dir = tempfile::tempdir().unwrap();
         let url = format!("sqlite://{}", dir.path().join("pragmas.db").display());
-        let pool = connect(&url).await.unwrap();
+        let pool = connect(&url, AnyPoolOptions::new()).await.unwrap();
 
         // Two connections held at once are two different connections.
         let mut first = pool.acquire().await.unwrap();
@@ -247,7 +246,7 @@ mod tests {
         let missing = dir.path().join("absent");
         let url = format!("sqlite://{}/datastore.db", missing.display());
 
-        let err = connect(&url)
+        let err = connect(&url, AnyPoolOptions::new())
             .await
             .expect_err("the directory does not exist");
         assert!(matches!(err, StoreError::InvalidUrl { .. }), "{err:?}");
