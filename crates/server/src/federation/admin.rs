@@ -123,7 +123,7 @@ async fn save(
 ) -> Result<(), Status> {
     let td = relationship.trust_domain.clone();
     if let Some(bundle) = bootstrap {
-        let _serialized = state.federation.fetch_lock.lock().await;
+        let _serialized = state.federation.lock_fetches(&td).await;
         store_bundle(state, bundle)
             .await
             .map_err(|e| rejected(Code::Internal, e))?;
@@ -159,7 +159,7 @@ pub(crate) async fn delete(state: &Arc<ServerState>, name: &str) -> Result<(), S
     }
     state.federation.remove(&td);
 
-    let _serialized = state.federation.fetch_lock.lock().await;
+    let _serialized = state.federation.lock_fetches(&td).await;
     match state.store.delete_bundle(&td).await {
         Ok(revision) => state.advance_revision(revision),
         Err(tessera_store::StoreError::NotFound { .. }) => {}
@@ -200,9 +200,9 @@ pub(crate) async fn refresh(
         return Err(not_found(&td));
     }
     // The refresh task logs and schedules; here the outcome only goes to
-    // the status, which the response carries.
+    // the status, which the response carries. The task is not woken: it
+    // would fetch a second time at once, and its schedule stays valid.
     let _outcome = refresh_once(state, &td).await;
-    state.federation.wake(&td);
     Ok(describe(state, &td))
 }
 
@@ -215,7 +215,7 @@ pub(crate) async fn set_bundle(
     let bundle = parse_bootstrap(&td, &request.bundle)?
         .ok_or_else(|| rejected(Code::InvalidArgument, "bundle is required"))?;
     let proto = bundle_to_proto(&bundle);
-    let _serialized = state.federation.fetch_lock.lock().await;
+    let _serialized = state.federation.lock_fetches(&td).await;
     store_bundle(state, bundle)
         .await
         .map_err(|e| rejected(Code::Internal, e))?;

@@ -55,7 +55,7 @@ pub(crate) async fn apply_relationship(
 /// peer at once and the slower one stores an older bundle. The refresh
 /// task then stores the newer bundle again at its next fetch.
 pub(crate) async fn apply_bundle(state: &ServerState, td: &TrustDomain) -> Result<(), StoreError> {
-    // The fetch lock is not taken: a refresh holds it for a whole fetch,
+    // The fetch lock of `td` is not taken: a refresh holds it for a whole fetch,
     // which would stall the change feed. A local write that lands between
     // the read and the update below comes back through the feed at the
     // next poll and is applied then.

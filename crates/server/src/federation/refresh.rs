@@ -84,7 +84,7 @@ pub(crate) async fn refresh_once(
     state: &ServerState,
     td: &TrustDomain,
 ) -> Result<Duration, String> {
-    let _serialized = state.federation.fetch_lock.lock().await;
+    let _serialized = state.federation.lock_fetches(td).await;
     let Some((relationship, _)) = state.federation.peer(td) else {
         return Err(format!("no federation relationship with {td}"));
     };
