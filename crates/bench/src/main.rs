@@ -19,6 +19,7 @@ use loadgen::cluster::{Cluster, TargetArgs};
 use loadgen::issue::IssueArgs;
 use loadgen::propagate::PropagateArgs;
 use loadgen::scale::ScaleArgs;
+use loadgen::statement_rate::StatementRateArgs;
 use loadgen::workload::WorkloadArgs;
 use serde_json::Value;
 
@@ -43,6 +44,9 @@ enum Mode {
     Scale(ScaleArgs),
     /// Agent memory with many workload entries and open watch streams.
     AgentMemory(AgentMemoryArgs),
+    /// SQL statements per minute of a server on PostgreSQL, with no agent
+    /// and with N idle agents connected.
+    StatementRate(StatementRateArgs),
     /// Print the results of `cargo bench -p tessera-bench` as a Markdown
     /// table, with each hot path's ratio to its raw limit.
     CriterionTable {
@@ -67,7 +71,7 @@ impl Mode {
             Self::Workload(args) => Some(&args.target),
             Self::Scale(args) => Some(&args.target),
             Self::AgentMemory(args) => Some(&args.target),
-            Self::CriterionTable { .. } | Self::ServeEcho { .. } => None,
+            Self::StatementRate(_) | Self::CriterionTable { .. } | Self::ServeEcho { .. } => None,
         }
     }
 }
@@ -107,6 +111,8 @@ async fn run(mode: Mode) -> Result<Option<Value>> {
             report::print_table(dir)?;
             return Ok(None);
         }
+        // It starts its server itself, on a database that it creates first.
+        Mode::StatementRate(args) => return loadgen::statement_rate::run(args).await.map(Some),
         _ => {}
     }
     let Some(target) = mode.target() else {
@@ -119,7 +125,9 @@ async fn run(mode: Mode) -> Result<Option<Value>> {
         Mode::Workload(args) => loadgen::workload::run(args, &mut cluster).await,
         Mode::Scale(args) => loadgen::scale::run(args, &mut cluster).await,
         Mode::AgentMemory(args) => loadgen::agent_memory::run(args, &mut cluster).await,
-        Mode::CriterionTable { .. } | Mode::ServeEcho { .. } => Ok(Value::Null),
+        Mode::StatementRate(_) | Mode::CriterionTable { .. } | Mode::ServeEcho { .. } => {
+            Ok(Value::Null)
+        }
     };
     cluster.stop(result.is_err()).await?;
     result.map(Some)

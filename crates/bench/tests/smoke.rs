@@ -162,3 +162,29 @@ fn agent_memory_mode_reports_rss() {
     assert_keys(&figures, &["/agent_rss_mib", "/agent_rss_mib_idle"]);
     assert!(figures["agent_rss_mib"].as_f64().expect("number") > 0.0);
 }
+
+#[test]
+fn statement_rate_mode_reports_rates() {
+    if std::env::var("TESSERA_SKIP_EXTERNAL_DB").as_deref() == Ok("1") {
+        eprintln!("note: skipped because TESSERA_SKIP_EXTERNAL_DB=1; the mode needs PostgreSQL");
+        return;
+    }
+    let figures = run_mode(
+        "statement-rate",
+        &["--agents", "2", "--measure", "2s", "--settle", "1s"],
+    );
+    assert_keys(
+        &figures,
+        &[
+            "/no_agent/statements_per_minute",
+            "/no_agent/transactions_per_minute",
+            "/with_agents/statements_per_minute",
+            "/per_agent_per_minute/statements",
+            "/per_agent_per_minute/transactions",
+        ],
+    );
+    assert_eq!(figures["agents"], 2);
+    // The change feed is polled several times a second even with no agent.
+    let idle = figures["no_agent"]["statements"].as_u64().expect("number");
+    assert!(idle > 0, "no statement logged with no agent: {figures}");
+}

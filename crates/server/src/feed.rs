@@ -3,6 +3,8 @@
 //! agents, the trust bundle, federation relationships and federated
 //! bundles) to this server's memory and sync streams, as the admin write
 //! path does for local writes. It also prunes changes older than an hour.
+//! Admin reads call [`catch_up`] first, so they see every write that any
+//! server acknowledged before the read, without waiting for the next poll.
 //!
 //! Polling, not PostgreSQL LISTEN/NOTIFY: the store runs on sqlx's `Any`
 //! pool, which has no listener, and one indexed `revision > ?` query every
@@ -42,13 +44,16 @@ pub(crate) async fn run(state: Arc<ServerState>) -> Result<(), ServerError> {
     async move {
         let stopped = state.stopped();
         tokio::pin!(stopped);
-        let mut tail = Tail::new(state.cache().revision());
         let mut failing = false;
         loop {
-            let wait = match tail.poll(&state).await {
-                Ok(()) => {
+            let polled = {
+                let mut tail = state.feed.lock().await;
+                tail.poll(&state).await.map(|()| tail.applied)
+            };
+            let wait = match polled {
+                Ok(applied) => {
                     if failing {
-                        tracing::info!(revision = tail.applied, "change feed reachable again");
+                        tracing::info!(revision = applied, "change feed reachable again");
                         failing = false;
                     }
                     POLL_INTERVAL
@@ -71,8 +76,26 @@ pub(crate) async fn run(state: Arc<ServerState>) -> Result<(), ServerError> {
     .await
 }
 
-/// The reader's position in the feed and its pruning schedule.
-struct Tail {
+/// Applies every change in the feed that this server has not applied yet.
+/// A cache read after it returns every write that any server sharing the
+/// database acknowledged before this call, because writers commit their
+/// changes in revision order.
+///
+/// Callers run it in a task of their own: dropped halfway, it would leave
+/// cache changes that no sync stream was notified of.
+///
+/// # Errors
+///
+/// Returns the store's error when the feed cannot be read. Changes applied
+/// before the error stay applied.
+pub(crate) async fn catch_up(state: &Arc<ServerState>) -> Result<(), StoreError> {
+    state.feed.lock().await.read_changes(state).await
+}
+
+/// The reader's position in the feed and its pruning schedule. The server
+/// state keeps it behind a mutex that the polling task and [`catch_up`]
+/// share, so a change is never applied by both at once.
+pub(crate) struct Tail {
     /// Highest revision applied. Changes up to it are never read again.
     applied: Revision,
     /// `(when, applied)` samples taken every [`PRUNE_INTERVAL`]: a revision
@@ -82,7 +105,8 @@ struct Tail {
 }
 
 impl Tail {
-    fn new(applied: Revision) -> Self {
+    /// Starts reading after revision `applied`.
+    pub(crate) fn new(applied: Revision) -> Self {
         Self {
             applied,
             samples: VecDeque::new(),
@@ -92,6 +116,12 @@ impl Tail {
 
     /// Reads and applies every change after `applied`, then prunes when due.
     async fn poll(&mut self, state: &Arc<ServerState>) -> Result<(), StoreError> {
+        self.read_changes(state).await?;
+        self.prune_if_due(state).await
+    }
+
+    /// Reads and applies every change after `applied`.
+    async fn read_changes(&mut self, state: &Arc<ServerState>) -> Result<(), StoreError> {
         loop {
             let changes = match state.store.changes_since(self.applied, BATCH).await {
                 Ok(changes) => changes,
@@ -108,16 +138,15 @@ impl Tail {
             };
             let full = changes.len() == BATCH as usize;
             let Some(last) = changes.last().map(|change| change.revision) else {
-                break;
+                return Ok(());
             };
             apply(state, &changes).await?;
             self.applied = last;
             state.advance_revision(last);
             if !full {
-                break;
+                return Ok(());
             }
         }
-        self.prune_if_due(state).await
     }
 
     async fn prune_if_due(&mut self, state: &ServerState) -> Result<(), StoreError> {
@@ -148,14 +177,24 @@ impl Tail {
 }
 
 /// Applies a batch of changes in revision order and notifies the sync
-/// streams once per kind of event.
+/// streams once per kind of event. When reading an entry fails halfway,
+/// the streams still hear of the entries applied before, because applying
+/// them again later finds the cache unchanged and notifies no one.
 async fn apply(state: &Arc<ServerState>, changes: &[Change]) -> Result<(), StoreError> {
     let mut entries_changed = false;
     let mut bundle_changed = false;
     for change in changes {
         match change.kind {
             ChangeKind::EntryUpserted | ChangeKind::EntryDeleted => {
-                entries_changed |= apply_entry(state, change).await?;
+                match apply_entry(state, change).await {
+                    Ok(changed) => entries_changed |= changed,
+                    Err(e) => {
+                        if entries_changed {
+                            state.notify(SyncEvent::EntriesChanged);
+                        }
+                        return Err(e);
+                    }
+                }
             }
             ChangeKind::AgentUpdated | ChangeKind::AgentDeleted => {
                 // The stream of that agent, if open here, re-reads the

@@ -62,6 +62,10 @@ pub(crate) struct ServerState {
     cache: RwLock<EntryCache>,
     /// Serializes admin writes, so the cache applies them in store order.
     pub write_lock: Mutex<()>,
+    /// This server's position in the change feed. The polling task and
+    /// admin reads lock it to apply changes from the feed, never while
+    /// holding `write_lock`, which applying a change takes.
+    pub feed: Mutex<crate::feed::Tail>,
     events: broadcast::Sender<SyncEvent>,
     revision: AtomicU64,
     shutdown: watch::Receiver<bool>,
@@ -87,6 +91,7 @@ impl ServerState {
             federation: crate::federation::Federation::default(),
             cache: RwLock::new(cache),
             write_lock: Mutex::new(()),
+            feed: Mutex::new(crate::feed::Tail::new(revision)),
             events: broadcast::channel(EVENT_CAPACITY).0,
             revision: AtomicU64::new(revision),
             shutdown,

@@ -20,7 +20,8 @@ use std::time::{Duration, Instant, SystemTime};
 use common::{TestServer, spiffe_id};
 use tessera_proto::admin::{
     CreateFederationRequest, DeleteEntriesRequest, DeleteFederationRequest, FederationRelationship,
-    ListEntriesRequest, ListFederationsRequest, SetFederatedBundleRequest, UpdateFederationRequest,
+    GetEntryRequest, ListEntriesRequest, ListFederationsRequest, SetFederatedBundleRequest,
+    UpdateEntryRequest, UpdateFederationRequest,
 };
 use tessera_proto::agent::{SyncEntriesRequest, SyncEntriesResponse};
 use tessera_spiffe::{KeyAlgorithm, PrivateKey, TrustDomain};
@@ -143,6 +144,74 @@ async fn sqlite_entries_reach_other_server() {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("shared.sqlite3").display());
     entries_propagate("sqlite", &url).await;
+}
+
+/// Creates entries on A and reads, updates and lists each one on B right
+/// after A acknowledged it, without waiting for B's next change-feed poll:
+/// an admin read on one server sees every write another server
+/// acknowledged before the read.
+async fn admin_reads_see_other_server(datastore_url: &str) {
+    let (mut a, mut b) = start_pair(datastore_url).await;
+    let parent = spiffe_id("/tessera/agent/join_token/reader");
+    let mut b_admin = b.admin().await;
+
+    for i in 0..10 {
+        let created = a
+            .create_entry(&spiffe_id(&format!("/read-your-writes/{i}")), &parent)
+            .await;
+        assert!(
+            listed_ids(&b).await.contains(&created.id),
+            "entry {i} missing from B's ListEntries"
+        );
+        let read = b_admin
+            .get_entry(GetEntryRequest {
+                id: created.id.clone(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("B's GetEntry of entry {i}: {status}"))
+            .into_inner();
+        assert_eq!(read.revision, created.revision, "entry {i}");
+
+        let mut renamed = read.clone();
+        renamed.spiffe_id = spiffe_id(&format!("/read-your-writes/{i}/renamed"));
+        let updated = b_admin
+            .update_entry(UpdateEntryRequest {
+                entry: Some(renamed.clone()),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("B's UpdateEntry of entry {i}: {status}"))
+            .into_inner();
+        assert_eq!(updated.revision, read.revision + 1, "entry {i}");
+
+        let on_a = a
+            .admin()
+            .await
+            .get_entry(GetEntryRequest {
+                id: created.id.clone(),
+            })
+            .await
+            .unwrap_or_else(|status| panic!("A's GetEntry of entry {i}: {status}"))
+            .into_inner();
+        assert_eq!(on_a.spiffe_id, renamed.spiffe_id, "entry {i} on A");
+    }
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_admin_reads_see_other_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.sqlite3").display());
+    admin_reads_see_other_server(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_admin_reads_see_other_server() {
+    let Some(db) = PostgresDb::create() else {
+        eprintln!("skipped: psql cannot create a database on PostgreSQL at 127.0.0.1:5432");
+        return;
+    };
+    admin_reads_see_other_server(&db.url()).await;
 }
 
 /// A PostgreSQL database with a random name, dropped with the value.

@@ -20,7 +20,7 @@ use super::workload_api;
 const TRUST_DOMAIN: &str = "bench.tessera.test";
 
 /// Tracing target under which sqlx logs each SQL statement it runs.
-const STATEMENT_LOG_TARGET: &str = "sqlx::query";
+pub const STATEMENT_LOG_TARGET: &str = "sqlx::query";
 
 /// Pause between two readiness probes.
 const PROBE_INTERVAL: Duration = Duration::from_millis(10);
@@ -78,6 +78,18 @@ pub struct TargetArgs {
     #[arg(long)]
     pub keep_dir: bool,
 
+    /// Datastore URL of the started server, such as
+    /// `postgres://user@host/database` (default: a SQLite file in its data
+    /// directory).
+    #[arg(long, value_name = "URL")]
+    pub datastore_url: Option<String>,
+
+    /// X.509-SVID lifetime of the started server, for agent and workload
+    /// SVIDs alike, such as `2m` (default: the server's, 1 h). Agents renew
+    /// at half of it.
+    #[arg(long, value_name = "DURATION")]
+    pub x509_svid_ttl: Option<String>,
+
     /// Maximum wait for a started server or agent to become ready.
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = humantime::parse_duration)]
     pub start_timeout: Duration,
@@ -115,6 +127,8 @@ pub struct Cluster {
     server: Option<Child>,
     server_pid: Option<u32>,
     agent: Option<Agent>,
+    /// Further agents started by [`Cluster::start_agents`].
+    fleet: Vec<Agent>,
     log_statements: bool,
 }
 
@@ -153,6 +167,7 @@ impl Cluster {
             server: None,
             server_pid: None,
             agent: None,
+            fleet: Vec::new(),
             log_statements: false,
         };
         let config = cluster.server_config(&server_dir);
@@ -194,6 +209,7 @@ impl Cluster {
             server: None,
             server_pid: args.server_pid,
             agent,
+            fleet: Vec::new(),
             log_statements: false,
         })
     }
@@ -226,43 +242,78 @@ impl Cluster {
     }
 
     async fn spawn_agent(&mut self) -> Result<Agent> {
-        let Some(root) = self.work_dir.as_ref().map(|dir| dir.path().to_owned()) else {
-            bail!("attached to a server without an agent: pass --workload-socket and --agent-id");
-        };
-        let token = self.admin().await?.join_token().await?;
-        let agent_dir = root.join("agent");
-        std::fs::create_dir_all(&agent_dir)?;
-        let workload_socket = agent_dir.join("workload.sock");
-        let config = self.agent_config(&agent_dir, &workload_socket, &token.token);
-        let config_path = root.join("agent.toml");
-        std::fs::write(&config_path, config)?;
-
         let started = Instant::now();
-        let filter = self.args.log_level.clone();
-        let child = self.spawn_tessera(
-            &["agent", "run", "--config"],
-            &config_path,
-            "agent.log",
-            &filter,
-        )?;
-        let pid = child.id();
-        let mut agent = Agent {
-            id: token.agent_id,
-            workload_socket,
-            process: Some(child),
-            pid,
-        };
-        self.wait_for_agent(&mut agent).await?;
+        let mut agent = self.spawn_named_agent("agent").await?;
+        self.wait_for_agent(&mut agent, "agent.log").await?;
         eprintln!(
             "agent ready in {} ms (pid {}, {})",
             started.elapsed().as_millis(),
-            pid.unwrap_or(0),
+            agent.pid.unwrap_or(0),
             agent.id
         );
         Ok(agent)
     }
 
-    async fn wait_for_agent(&self, agent: &mut Agent) -> Result<()> {
+    /// Starts `count` more agents at once, each with its own join token,
+    /// data directory and Workload API socket, waits until every one serves
+    /// bundles, and returns them. They stop with the cluster.
+    pub async fn start_agents(&mut self, count: usize) -> Result<&[Agent]> {
+        let started = Instant::now();
+        let first = self.fleet.len();
+        for index in first..first + count {
+            let agent = self.spawn_named_agent(&fleet_agent_name(index)).await?;
+            self.fleet.push(agent);
+        }
+
+        let mut fleet = std::mem::take(&mut self.fleet);
+        let mut waited = Ok(());
+        for (index, agent) in fleet.iter_mut().enumerate().skip(first) {
+            let log = format!("{}.log", fleet_agent_name(index));
+            waited = self.wait_for_agent(agent, &log).await;
+            if waited.is_err() {
+                break;
+            }
+        }
+        self.fleet = fleet;
+        waited?;
+        eprintln!(
+            "{count} agents ready in {} ms",
+            started.elapsed().as_millis()
+        );
+        Ok(&self.fleet[first..])
+    }
+
+    /// Writes the config of an agent called `name` with a new join token
+    /// and starts it without waiting.
+    async fn spawn_named_agent(&mut self, name: &str) -> Result<Agent> {
+        let Some(root) = self.work_dir.as_ref().map(|dir| dir.path().to_owned()) else {
+            bail!("attached to a server without an agent: pass --workload-socket and --agent-id");
+        };
+        let token = self.admin().await?.join_token().await?;
+        let agent_dir = root.join(name);
+        std::fs::create_dir_all(&agent_dir)?;
+        let workload_socket = agent_dir.join("workload.sock");
+        let config = self.agent_config(&agent_dir, &workload_socket, &token.token);
+        let config_path = root.join(format!("{name}.toml"));
+        std::fs::write(&config_path, config)?;
+
+        let filter = self.args.log_level.clone();
+        let child = self.spawn_tessera(
+            &["agent", "run", "--config"],
+            &config_path,
+            &format!("{name}.log"),
+            &filter,
+        )?;
+        let pid = child.id();
+        Ok(Agent {
+            id: token.agent_id,
+            workload_socket,
+            process: Some(child),
+            pid,
+        })
+    }
+
+    async fn wait_for_agent(&self, agent: &mut Agent, log_name: &str) -> Result<()> {
         let deadline = Instant::now() + self.args.start_timeout;
         loop {
             if let Some(child) = agent.process.as_mut()
@@ -270,7 +321,7 @@ impl Cluster {
             {
                 bail!(
                     "the agent exited with {status} before it was ready; {}",
-                    self.log_hint("agent.log")
+                    self.log_hint(log_name)
                 );
             }
             if agent_serves_bundles(&agent.workload_socket).await {
@@ -280,7 +331,7 @@ impl Cluster {
                 bail!(
                     "the agent was not ready within {:?}; {}",
                     self.args.start_timeout,
-                    self.log_hint("agent.log")
+                    self.log_hint(log_name)
                 );
             }
             tokio::time::sleep(PROBE_INTERVAL).await;
@@ -313,16 +364,33 @@ impl Cluster {
     /// `mark` bytes. Only a server restarted with `log_statements` logs
     /// them.
     pub fn statements_logged_since(&self, mark: u64) -> Result<usize> {
-        use std::io::{Read, Seek, SeekFrom};
-        let mut log = std::fs::File::open(self.server_log_path()?)?;
-        log.seek(SeekFrom::Start(mark))?;
-        let mut text = String::new();
-        log.read_to_string(&mut text)?;
+        let text = self.server_log_since(mark)?;
         let count = text
             .lines()
             .filter(|line| line.contains(STATEMENT_LOG_TARGET))
             .count();
         Ok(count)
+    }
+
+    /// Returns the text of each SQL statement that the server logged after
+    /// the log had `mark` bytes, with runs of whitespace made one space.
+    pub fn statement_texts_since(&self, mark: u64) -> Result<Vec<String>> {
+        let text = self.server_log_since(mark)?;
+        let statements = text
+            .lines()
+            .filter(|line| line.contains(STATEMENT_LOG_TARGET))
+            .map(statement_text)
+            .collect();
+        Ok(statements)
+    }
+
+    fn server_log_since(&self, mark: u64) -> Result<String> {
+        use std::io::{Read, Seek, SeekFrom};
+        let mut log = std::fs::File::open(self.server_log_path()?)?;
+        log.seek(SeekFrom::Start(mark))?;
+        let mut text = String::new();
+        log.read_to_string(&mut text)?;
+        Ok(text)
     }
 
     fn server_log_path(&self) -> Result<PathBuf> {
@@ -428,7 +496,7 @@ impl Cluster {
     }
 
     fn server_config(&self, server_dir: &Path) -> String {
-        format!(
+        let mut config = format!(
             "trust_domain = {td:?}\n\
              data_dir = {dir:?}\n\
              bind_address = \"{addr}\"\n\
@@ -438,7 +506,14 @@ impl Cluster {
             dir = server_dir.display().to_string(),
             addr = self.server_address,
             admin = self.admin_socket.display().to_string(),
-        )
+        );
+        if let Some(ttl) = &self.args.x509_svid_ttl {
+            config.push_str(&format!("\n[svid]\nx509_ttl = {ttl:?}\n"));
+        }
+        if let Some(url) = &self.args.datastore_url {
+            config.push_str(&format!("\n[datastore]\nurl = {url:?}\n"));
+        }
+        config
     }
 
     fn agent_config(&self, agent_dir: &Path, socket: &Path, token: &str) -> String {
@@ -461,6 +536,11 @@ impl Cluster {
     /// Stops the started agent and server; keeps the working directory
     /// when asked to, or when `failed`.
     pub async fn stop(mut self, failed: bool) -> Result<()> {
+        for agent in std::mem::take(&mut self.fleet) {
+            if let Some(child) = agent.process {
+                stop_child(child, "agent").await?;
+            }
+        }
         if let Some(agent) = self.agent.take()
             && let Some(child) = agent.process
         {
@@ -477,6 +557,41 @@ impl Cluster {
         }
         Ok(())
     }
+}
+
+/// Extracts the statement from a line that sqlx logged: the quoted
+/// `db.statement` field, which sqlx leaves empty for statements of four
+/// words or fewer, or else the `summary` field.
+fn statement_text(line: &str) -> String {
+    let statement = quoted_field(line, "db.statement").filter(|text| !text.trim().is_empty());
+    let text = statement
+        .or_else(|| quoted_field(line, "summary"))
+        .unwrap_or_default();
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Returns the value of `name="..."` in a tracing line, with the escapes
+/// `\n`, `\t`, `\"` and `\\` undone.
+fn quoted_field(line: &str, name: &str) -> Option<String> {
+    let start = line.find(&format!("{name}=\""))? + name.len() + 2;
+    let mut value = String::new();
+    let mut chars = line[start..].chars();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => return Some(value),
+            '\\' => match chars.next()? {
+                'n' | 't' => value.push(' '),
+                other => value.push(other),
+            },
+            other => value.push(other),
+        }
+    }
+    None
+}
+
+/// Name of the fleet agent with this index: its directory, config and log.
+fn fleet_agent_name(index: usize) -> String {
+    format!("agent-{index:04}")
 }
 
 /// Asks a child to stop with SIGTERM, and kills it after 10 s.
@@ -520,4 +635,30 @@ async fn agent_serves_bundles(socket: &Path) -> bool {
 fn free_loopback_port() -> Result<SocketAddr> {
     let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
     Ok(listener.local_addr()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statement_text_cases() {
+        let cases = [
+            (
+                r#"2026-12-04T19:00:00Z DEBUG sqlx::query: summary="SELECT revision, kind, object_id," db.statement="\n\nSELECT revision, kind, object_id, created_at\n  FROM changes WHERE revision > $1\n" rows_affected=0"#,
+                "SELECT revision, kind, object_id, created_at FROM changes WHERE revision > $1",
+            ),
+            (
+                r#"2026-12-04T19:00:00Z DEBUG sqlx::query: summary="BEGIN" db.statement="" rows_affected=0"#,
+                "BEGIN",
+            ),
+            (
+                r#"DEBUG sqlx::query: summary="SELECT \"quoted\"" db.statement="" rows_affected=0"#,
+                "SELECT \"quoted\"",
+            ),
+        ];
+        for (line, expected) in cases {
+            assert_eq!(statement_text(line), expected, "{line}");
+        }
+    }
 }

@@ -8,10 +8,12 @@
     reason = "each test binary uses a different part of the harness"
 )]
 
+pub mod database;
 mod pki;
 mod postgres;
 mod process;
 mod proxy;
+pub mod servers;
 mod tls;
 pub mod workload;
 
@@ -307,18 +309,7 @@ ttl = "{join_token_ttl}"
             args.push(ttl);
         }
         let output = self.tessera(&args).success();
-        let json = output.json();
-        let field = |name: &str| -> String {
-            json[name]
-                .as_str()
-                .unwrap_or_else(|| panic!("`{name}` missing in {}", output.stdout))
-                .to_owned()
-        };
-        JoinToken {
-            token: field("token"),
-            agent_id: field("agent_id"),
-            expires_at: json["expires_at"].as_i64().unwrap_or_default(),
-        }
+        parse_join_token(&output)
     }
 
     /// Writes the config of the agent called `name` and returns its path.
@@ -531,6 +522,22 @@ pub fn agent_listed(admin_socket: &Path, agent_id: &str) -> bool {
     let json = output.json();
     let agents = json["agents"].as_array().cloned().unwrap_or_default();
     agents.iter().any(|agent| agent["spiffe_id"] == agent_id)
+}
+
+/// Parses the output of `tessera token generate --output json`.
+pub fn parse_join_token(output: &CmdOutput) -> JoinToken {
+    let json = output.json();
+    let field = |name: &str| -> String {
+        json[name]
+            .as_str()
+            .unwrap_or_else(|| panic!("`{name}` missing in {}", output.stdout))
+            .to_owned()
+    };
+    JoinToken {
+        token: field("token"),
+        agent_id: field("agent_id"),
+        expires_at: json["expires_at"].as_i64().unwrap_or_default(),
+    }
 }
 
 /// Entries in the JSON of `entry list`: either an array or an object with an

@@ -353,3 +353,48 @@ impl Drop for Daemon {
         }
     }
 }
+
+/// Remote ports of the established TCP connections that process `pid`
+/// has open, found by matching the socket inodes among its file
+/// descriptors against `/proc/<pid>/net/tcp` and `tcp6`.
+pub fn established_peer_ports(pid: u32) -> Vec<u16> {
+    let mut inodes = Vec::new();
+    if let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) {
+        for fd in fds.flatten() {
+            let Ok(target) = fs::read_link(fd.path()) else {
+                continue;
+            };
+            let target = target.to_string_lossy();
+            if let Some(inode) = target
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+            {
+                inodes.push(inode.to_owned());
+            }
+        }
+    }
+
+    let mut ports = Vec::new();
+    for table in ["tcp", "tcp6"] {
+        let text = fs::read_to_string(format!("/proc/{pid}/net/{table}")).unwrap_or_default();
+        // Columns: sl local_address rem_address st tx:rx tr:when retrnsmt
+        // uid timeout inode ...; addresses are HEXIP:HEXPORT and state 01
+        // is ESTABLISHED.
+        for line in text.lines().skip(1) {
+            let columns: Vec<&str> = line.split_whitespace().collect();
+            let (Some(remote), Some(state), Some(inode)) =
+                (columns.get(2), columns.get(3), columns.get(9))
+            else {
+                continue;
+            };
+            if *state != "01" || !inodes.iter().any(|own| own == inode) {
+                continue;
+            }
+            let port = remote
+                .rsplit_once(':')
+                .and_then(|(_, hex)| u16::from_str_radix(hex, 16).ok());
+            ports.extend(port);
+        }
+    }
+    ports
+}

@@ -9,6 +9,16 @@ use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Connects a client to the Unix socket at `path`.
 pub async fn client(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
+    try_client(path)
+        .await
+        .expect("connect to the Workload API socket")
+}
+
+/// Connects a client to the Unix socket at `path`, returning the error
+/// instead of panicking.
+pub async fn try_client(
+    path: &Path,
+) -> Result<SpiffeWorkloadApiClient<Channel>, tonic::transport::Error> {
     let path: PathBuf = path.to_owned();
     // The URI is a placeholder: the connector below always dials the socket.
     let channel = Endpoint::from_static("http://[::1]:50051")
@@ -19,9 +29,8 @@ pub async fn client(path: &Path) -> SpiffeWorkloadApiClient<Channel> {
                 Ok::<_, std::io::Error>(TokioIo::new(stream))
             }
         }))
-        .await
-        .expect("connect to the Workload API socket");
-    SpiffeWorkloadApiClient::new(channel)
+        .await?;
+    Ok(SpiffeWorkloadApiClient::new(channel))
 }
 
 /// Wraps `message` in a request that carries `workload.spiffe.io: true`.

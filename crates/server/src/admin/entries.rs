@@ -92,8 +92,9 @@ async fn create_one(
         .ok_or_else(|| Status::internal("entry missing from the cache after insert"))
 }
 
-pub(super) fn get_entry(state: &ServerState, id: &str) -> Result<types::Entry, Status> {
+pub(super) async fn get_entry(state: &Arc<ServerState>, id: &str) -> Result<types::Entry, Status> {
     let id = parse_entry_id(id)?;
+    catch_up(state).await;
     let cache = state.cache();
     match cache.get(&id) {
         Some(entry) => Ok(types::Entry::from(entry.as_ref())),
@@ -104,8 +105,8 @@ pub(super) fn get_entry(state: &ServerState, id: &str) -> Result<types::Entry, S
     }
 }
 
-pub(super) fn list_entries(
-    state: &ServerState,
+pub(super) async fn list_entries(
+    state: &Arc<ServerState>,
     request: &ListEntriesRequest,
 ) -> Result<ListEntriesResponse, Status> {
     let filter = EntryFilter::parse(request)?;
@@ -120,6 +121,7 @@ pub(super) fn list_entries(
         })?),
     };
 
+    catch_up(state).await;
     let cache = state.cache();
     let mut page: Vec<types::Entry> = Vec::new();
     let mut matching = cache
@@ -139,10 +141,12 @@ pub(super) fn list_entries(
 }
 
 pub(super) async fn update_entry(
-    state: &ServerState,
+    state: &Arc<ServerState>,
     proto: Option<types::Entry>,
 ) -> Result<types::Entry, Status> {
     let proto = proto.ok_or_else(|| rejected(Code::InvalidArgument, "entry is missing"))?;
+    // Before the write lock: catching up takes it to apply each change.
+    catch_up(state).await;
     let _write = state.write_lock.lock().await;
     let created_at = existing_created_at(state, &proto.id)?;
     let mut entry = validate_entry(state, proto, Purpose::Update)?;
@@ -160,6 +164,19 @@ pub(super) async fn update_entry(
     state.cache_mut().upsert(stored, revision);
     state.notify(SyncEvent::EntriesChanged);
     Ok(reply)
+}
+
+/// Applies the changes of other servers before an admin read, so that the
+/// read returns every write acknowledged before it by any server on the
+/// database. When the change feed cannot be read, the read is served from
+/// the cache as it is.
+async fn catch_up(state: &Arc<ServerState>) {
+    if let Err(e) = crate::feed::catch_up(state).await {
+        tracing::warn!(
+            error = %crate::error_chain(&e),
+            "failed to read the change feed before an admin read; serving the cached entries"
+        );
+    }
 }
 
 fn existing_created_at(state: &ServerState, id: &str) -> Result<i64, Status> {

@@ -84,14 +84,20 @@ impl AdminApi for AdminService {
         &self,
         request: Request<GetEntryRequest>,
     ) -> Result<Response<types::Entry>, Status> {
-        entries::get_entry(&self.state, &request.get_ref().id).map(Response::new)
+        // Reads run to completion too: they apply other servers' changes
+        // first, which must not stop halfway.
+        let state = Arc::clone(&self.state);
+        let work = async move { entries::get_entry(&state, &request.get_ref().id).await };
+        run_to_completion(work).await.map(Response::new)
     }
 
     async fn list_entries(
         &self,
         request: Request<ListEntriesRequest>,
     ) -> Result<Response<ListEntriesResponse>, Status> {
-        entries::list_entries(&self.state, request.get_ref()).map(Response::new)
+        let state = Arc::clone(&self.state);
+        let work = async move { entries::list_entries(&state, request.get_ref()).await };
+        run_to_completion(work).await.map(Response::new)
     }
 
     async fn update_entry(
