@@ -1,5 +1,6 @@
 //! The admin API of a server running in this process: entry validation and
-//! storage, join tokens, agents, bundle, health and the socket itself.
+//! storage, join tokens, agents, bundle, health, federation input checks
+//! and the socket itself.
 
 #![allow(
     clippy::unwrap_used,
@@ -13,8 +14,9 @@ use std::os::unix::fs::PermissionsExt;
 
 use common::{TestServer, entry, spiffe_id};
 use tessera_proto::admin::{
-    CreateEntriesRequest, CreateJoinTokenRequest, DeleteEntriesRequest, GetAgentRequest,
-    GetBundleRequest, GetEntryRequest, HealthRequest, ListEntriesRequest, UpdateEntryRequest,
+    CreateEntriesRequest, CreateFederationRequest, CreateJoinTokenRequest, DeleteEntriesRequest,
+    FederationRelationship, GetAgentRequest, GetBundleRequest, GetEntryRequest, HealthRequest,
+    ListEntriesRequest, ListFederationsRequest, SetFederatedBundleRequest, UpdateEntryRequest,
 };
 use tessera_proto::types;
 use tonic::Code;
@@ -544,4 +546,102 @@ async fn restart_keeps_entries_and_ca() {
         server.bundle().x509_authorities(),
         bundle_before.x509_authorities()
     );
+}
+
+fn peer_relationship(url: &str) -> FederationRelationship {
+    FederationRelationship {
+        trust_domain: "peer.test".into(),
+        bundle_endpoint_url: url.into(),
+        profile: "https_spiffe".into(),
+        ..FederationRelationship::default()
+    }
+}
+
+#[tokio::test]
+async fn federated_bundle_needs_relationship() {
+    let server = TestServer::start().await;
+    let peer = TestServer::start_with(|raw| raw.trust_domain = Some("peer.test".into())).await;
+    let bundle = peer.bundle_pem();
+
+    let status = server
+        .admin()
+        .await
+        .set_federated_bundle(SetFederatedBundleRequest {
+            trust_domain: "peer.test".into(),
+            bundle: bundle.clone(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition);
+    assert!(
+        status.message().contains("tessera federation create"),
+        "{}",
+        status.message()
+    );
+
+    // Nothing listens on port 9 of loopback, so the refresh task keeps
+    // the bootstrap bundle.
+    server
+        .admin()
+        .await
+        .create_federation(CreateFederationRequest {
+            relationship: Some(peer_relationship("https://127.0.0.1:9/")),
+            trust_bundle: bundle.clone(),
+        })
+        .await
+        .unwrap();
+    let stored = server
+        .admin()
+        .await
+        .set_federated_bundle(SetFederatedBundleRequest {
+            trust_domain: "peer.test".into(),
+            bundle,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(stored.x509_authorities.len(), 1);
+}
+
+#[tokio::test]
+async fn federation_rejects_bad_url_and_empty_bundle() {
+    let server = TestServer::start().await;
+    let cases = [
+        (
+            "https://127.0.0.1:99999/",
+            b"".to_vec(),
+            "between 1 and 65535",
+        ),
+        (
+            "https://user:secret@127.0.0.1:8443/",
+            Vec::new(),
+            "user information",
+        ),
+        (
+            "https://127.0.0.1:8443/",
+            br#"{"keys": []}"#.to_vec(),
+            "no authorities",
+        ),
+    ];
+    for (url, bundle, expected) in cases {
+        let status = server
+            .admin()
+            .await
+            .create_federation(CreateFederationRequest {
+                relationship: Some(peer_relationship(url)),
+                trust_bundle: bundle,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(status.code(), Code::InvalidArgument, "{url}");
+        assert!(status.message().contains(expected), "{}", status.message());
+    }
+    let listed = server
+        .admin()
+        .await
+        .list_federations(ListFederationsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(listed.relationships.is_empty());
 }

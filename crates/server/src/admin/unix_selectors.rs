@@ -31,7 +31,11 @@ pub(crate) fn check(selector: &Selector) -> Result<(), String> {
         ));
     };
     let valid = match key {
-        "uid" | "gid" | "supplementary_gid" => rest.parse::<u32>().is_ok(),
+        // The attestor writes IDs in canonical decimal, so `05` or `+5`
+        // would never match.
+        "uid" | "gid" | "supplementary_gid" => {
+            rest.parse::<u32>().is_ok_and(|id| id.to_string() == rest)
+        }
         "path" => rest.starts_with('/'),
         "sha256" => {
             rest.len() == 64
@@ -39,7 +43,7 @@ pub(crate) fn check(selector: &Selector) -> Result<(), String> {
                     .bytes()
                     .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
         }
-        "user" | "group" | "supplementary_group" => true,
+        "user" | "group" | "supplementary_group" => !rest.is_empty(),
         _ => {
             return Err(format!(
                 "invalid selector {selector}: unknown unix selector key {key:?}, expected one \
@@ -52,9 +56,10 @@ pub(crate) fn check(selector: &Selector) -> Result<(), String> {
         return Ok(());
     }
     let expected = match key {
-        "path" => "an absolute executable path such as unix:path:/usr/bin/app",
-        "sha256" => "64 lowercase hex digits of the executable's SHA-256 digest",
-        _ => "a decimal number such as unix:uid:1000",
+        "path" => "an absolute executable path such as unix:path:/usr/bin/app".to_owned(),
+        "sha256" => "64 lowercase hex digits of the executable's SHA-256 digest".to_owned(),
+        "user" | "group" | "supplementary_group" => format!("a name such as unix:{key}:www"),
+        _ => format!("a decimal number without leading zeros such as unix:{key}:1000"),
     };
     Err(format!("invalid selector {selector}: expected {expected}"))
 }
@@ -84,6 +89,10 @@ mod tests {
 
         let invalid = [
             ("unix:uid:alice", "decimal number"),
+            ("unix:uid:05", "without leading zeros"),
+            ("unix:uid:+5", "decimal number"),
+            ("unix:gid:abc", "unix:gid:1000"),
+            ("unix:user:", "a name"),
             ("unix:gid:-1", "decimal number"),
             ("unix:path:bin/app", "absolute"),
             ("unix:sha256:ABC", "64 lowercase hex"),

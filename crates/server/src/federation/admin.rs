@@ -215,6 +215,19 @@ pub(crate) async fn set_bundle(
     let bundle = parse_bootstrap(&td, &request.bundle)?
         .ok_or_else(|| rejected(Code::InvalidArgument, "bundle is required"))?;
     let proto = bundle_to_proto(&bundle);
+
+    // A bundle without a relationship could be neither listed nor deleted,
+    // and the write lock keeps a concurrent delete from leaving one behind.
+    let _guard = state.write_lock.lock().await;
+    if state.federation.peer(&td).is_none() {
+        return Err(rejected(
+            Code::FailedPrecondition,
+            format!(
+                "no federation relationship with {td}; create one with `tessera federation \
+                 create --trust-domain {td} --trust-bundle FILE`, which stores the bundle too"
+            ),
+        ));
+    }
     let _serialized = state.federation.lock_fetches(&td).await;
     store_bundle(state, bundle)
         .await

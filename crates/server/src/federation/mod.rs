@@ -92,6 +92,7 @@ impl Relationship {
                 "invalid bundle endpoint URL {url:?}: expected https://host[:port]/path"
             ));
         }
+        check_url_authority(url, &uri)?;
         let profile = match profile {
             "https_spiffe" => {
                 let endpoint_id = if endpoint_id.is_empty() {
@@ -148,6 +149,31 @@ impl Relationship {
             updated_at: 0,
         }
     }
+}
+
+/// Rejects user information and ports outside 1-65535 in a bundle
+/// endpoint URL. `http::Uri` accepts both, and a fetch would then send
+/// the credentials in the Host header or connect to port 443 instead.
+fn check_url_authority(url: &str, uri: &http::Uri) -> Result<(), String> {
+    let authority = uri
+        .authority()
+        .map(http::uri::Authority::as_str)
+        .unwrap_or("");
+    if authority.contains('@') {
+        return Err(format!(
+            "invalid bundle endpoint URL {url:?}: user information before `@` is not \
+             supported; remove it, bundle endpoints take no credentials"
+        ));
+    }
+    let has_port = authority
+        .rsplit_once(':')
+        .is_some_and(|(_, after)| !after.contains(']'));
+    if has_port && uri.port_u16().is_none_or(|port| port == 0) {
+        return Err(format!(
+            "invalid bundle endpoint URL {url:?}: the port must be between 1 and 65535"
+        ));
+    }
+    Ok(())
 }
 
 /// Refresh state of one peer, shown by `tessera federation show`.
@@ -382,6 +408,13 @@ pub(crate) fn parse_bundle_file(td: &TrustDomain, bytes: &[u8]) -> Result<TrustB
     } else {
         TrustBundle::from_pem(td, text).map_err(|e| format!("invalid PEM bundle: {e}"))?
     };
+    if bundle.x509_authorities().is_empty() && bundle.jwt_authorities().is_empty() {
+        return Err(
+            "the bundle contains no authorities; give the peer's current bundle, such as the \
+             output of `tessera bundle show --format spiffe` on its server"
+                .to_owned(),
+        );
+    }
     check::check_authorities_trust_domain(&bundle)?;
     Ok(bundle)
 }
@@ -420,6 +453,17 @@ mod tests {
                 false,
             ),
             ("https://127.0.0.1:8443/", "ftp", "", false),
+            ("https://127.0.0.1:99999/", "https_spiffe", "", false),
+            ("https://127.0.0.1:0/", "https_spiffe", "", false),
+            (
+                "https://user:secret@127.0.0.1:8443/",
+                "https_spiffe",
+                "",
+                false,
+            ),
+            ("https://[::1]:8443/", "https_spiffe", "", true),
+            ("https://[::1]/", "https_spiffe", "", true),
+            ("https://example.org/", "https_spiffe", "", true),
         ];
         for (url, profile, id, valid) in cases {
             let result = Relationship::from_parts(td("b.org"), url, profile, id);

@@ -116,6 +116,11 @@ impl TestServer {
         TrustBundle::from_pem(&trust_domain(), &pem).unwrap()
     }
 
+    /// Reads `<data_dir>/bundle.pem` as bytes.
+    pub fn bundle_pem(&self) -> Vec<u8> {
+        std::fs::read(self.dir.path().join("bundle.pem")).unwrap()
+    }
+
     /// Fetches the bundle with its JWT keys through the admin API.
     pub async fn jwt_bundle(&self) -> TrustBundle {
         let proto = self
