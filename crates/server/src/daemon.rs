@@ -11,6 +11,7 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use tessera_ca::{CaConfig, CertificateAuthority, KeyStorage};
+use tessera_spiffe::TrustDomain;
 use tessera_store::Store;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -98,12 +99,40 @@ async fn open_state(
     let store = Store::open_with(&config.datastore)
         .await
         .map_err(ServerError::OpenStore)?;
+    check_datastore_trust_domain(&store, &config.trust_domain).await?;
     let ca = load_ca(&config).await?;
 
     let revision = store.latest_revision().await.map_err(ServerError::Store)?;
     let entries = store.list_entries().await.map_err(ServerError::Store)?;
     let cache = EntryCache::new(entries, revision);
     Ok(ServerState::new(config, store, ca, cache, stop_signal))
+}
+
+/// Rejects a datastore of another trust domain. The own bundle is written
+/// at the first start, so a datastore that lacks it but holds a bundle
+/// without a federation relationship belongs to that bundle's domain.
+/// Loading its entries and bundle would merge two trust domains.
+async fn check_datastore_trust_domain(
+    store: &Store,
+    configured: &TrustDomain,
+) -> Result<(), ServerError> {
+    let bundles = store.list_bundles().await.map_err(ServerError::Store)?;
+    if bundles.iter().any(|(td, _)| td == configured) {
+        return Ok(());
+    }
+
+    let federations = store.list_federations().await.map_err(ServerError::Store)?;
+    let unrelated = bundles
+        .into_iter()
+        .map(|(td, _)| td)
+        .find(|td| !federations.iter().any(|f| &f.trust_domain == td));
+    match unrelated {
+        Some(stored) => Err(ServerError::ForeignDatastore {
+            configured: configured.clone(),
+            stored,
+        }),
+        None => Ok(()),
+    }
 }
 
 async fn load_ca(config: &ServerConfig) -> Result<Arc<CertificateAuthority>, ServerError> {

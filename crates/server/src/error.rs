@@ -22,6 +22,19 @@ pub enum ServerError {
     /// The datastore could not be opened at startup.
     #[error("failed to open the datastore")]
     OpenStore(#[source] StoreError),
+    /// The datastore belongs to another trust domain.
+    #[error(
+        "the datastore holds the trust bundle of {stored} but no federation relationship \
+         with it, so it belongs to trust domain {stored}, not the configured {configured}; \
+         check trust_domain and [datastore] url, because servers of different trust \
+         domains cannot share a database"
+    )]
+    ForeignDatastore {
+        /// The server's configured trust domain.
+        configured: tessera_spiffe::TrustDomain,
+        /// The trust domain whose bundle the datastore holds.
+        stored: tessera_spiffe::TrustDomain,
+    },
     /// The datastore failed.
     #[error("datastore error")]
     Store(#[source] StoreError),

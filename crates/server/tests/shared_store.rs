@@ -465,3 +465,34 @@ async fn federation_changes_reach_other_server() {
     a.stop().await.unwrap();
     b.stop().await.unwrap();
 }
+
+/// A server configured with another trust domain refuses a datastore that
+/// already serves one, and names both trust domains.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_trust_domain_rejects_datastore() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("sqlite://{}", dir.path().join("shared.sqlite3").display());
+    let (mut a, mut b) = start_pair(&url).await;
+    a.stop().await.unwrap();
+    b.stop().await.unwrap();
+
+    let other_dir = tempfile::tempdir().unwrap();
+    let mut raw = tessera_server::RawConfig {
+        trust_domain: Some("other.test".into()),
+        data_dir: Some(other_dir.path().to_path_buf()),
+        bind_address: Some("127.0.0.1:0".into()),
+        ..tessera_server::RawConfig::default()
+    };
+    raw.datastore.url = Some(url);
+    let config = tessera_server::ServerConfig::resolve(raw).unwrap();
+    let result = tokio::time::timeout(
+        PROPAGATION_TIMEOUT,
+        tessera_server::run(config, std::future::pending()),
+    )
+    .await
+    .expect("the server fails at startup");
+
+    let message = result.unwrap_err().to_string();
+    assert!(message.contains("other.test"), "{message}");
+    assert!(message.contains("example.org"), "{message}");
+}
