@@ -98,11 +98,31 @@ pub fn is_final(code: Code) -> bool {
 pub async fn retry<T, F, Fut>(
     policy: &RetryPolicy,
     operation: &'static str,
-    mut call: F,
+    call: F,
 ) -> Result<T, Status>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Status>>,
+{
+    retry_with(policy, operation, call, |_| {}).await
+}
+
+/// Runs `call` as [`retry`] does, and calls `on_retry` with each failure
+/// that is retried, such as to move to another server.
+///
+/// # Errors
+///
+/// Returns the first [`Status`] whose code is final.
+pub async fn retry_with<T, F, Fut, R>(
+    policy: &RetryPolicy,
+    operation: &'static str,
+    mut call: F,
+    mut on_retry: R,
+) -> Result<T, Status>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Status>>,
+    R: FnMut(&Status),
 {
     let mut backoff = policy.backoff();
     loop {
@@ -126,6 +146,7 @@ where
             return Err(status);
         }
 
+        on_retry(&status);
         let delay = backoff.next_delay();
         if backoff.failures() == 1 {
             tracing::warn!(

@@ -203,6 +203,7 @@ impl EntrySync {
                 return Err(AgentError::server("SyncEntries", &status));
             }
 
+            self.server.fail_over(&status);
             let delay = backoff.next_delay();
             if backoff.failures() == 1 {
                 tracing::warn!(code = ?status.code(), message = status.message(), retry_in = ?delay, "entry stream ended; reconnecting");

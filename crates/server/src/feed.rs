@@ -37,6 +37,10 @@ const RETENTION: Duration = Duration::from_secs(3600);
 const PRUNE_INTERVAL: Duration = Duration::from_secs(300);
 /// Wait after a failed poll before the next one.
 const RETRY_AFTER: Duration = Duration::from_secs(1);
+/// Time the feed may fail before this server closes its sync streams, so
+/// that agents move to a server that still follows other servers' writes.
+/// Shorter outages only delay propagation.
+const CLOSE_STREAMS_AFTER: Duration = Duration::from_secs(3);
 
 /// Tails the change feed until shutdown.
 pub(crate) async fn run(state: Arc<ServerState>) -> Result<(), ServerError> {
@@ -44,25 +48,28 @@ pub(crate) async fn run(state: Arc<ServerState>) -> Result<(), ServerError> {
     async move {
         let stopped = state.stopped();
         tokio::pin!(stopped);
-        let mut failing = false;
+        let mut outage: Option<Outage> = None;
         loop {
+            // A poll can wait the pool's whole acquire timeout before it
+            // fails, so an outage is measured from the start of the poll.
+            let started = Instant::now();
             let polled = {
                 let mut tail = state.feed.lock().await;
                 tail.poll(&state).await.map(|()| tail.applied)
             };
             let wait = match polled {
                 Ok(applied) => {
-                    if failing {
+                    if outage.take().is_some() {
                         tracing::info!(revision = applied, "change feed reachable again");
-                        failing = false;
                     }
                     POLL_INTERVAL
                 }
                 Err(e) => {
-                    if !failing {
+                    let current = outage.get_or_insert_with(|| {
                         tracing::warn!(error = %crate::error_chain(&e), "failed to read the change feed; retrying");
-                        failing = true;
-                    }
+                        Outage::new(started)
+                    });
+                    current.close_streams_when_due(&state);
                     RETRY_AFTER
                 }
             };
@@ -90,6 +97,36 @@ pub(crate) async fn run(state: Arc<ServerState>) -> Result<(), ServerError> {
 /// before the error stay applied.
 pub(crate) async fn catch_up(state: &Arc<ServerState>) -> Result<(), StoreError> {
     state.feed.lock().await.read_changes(state).await
+}
+
+/// A run of failed polls.
+struct Outage {
+    since: Instant,
+    streams_closed: bool,
+}
+
+impl Outage {
+    fn new(since: Instant) -> Self {
+        Self {
+            since,
+            streams_closed: false,
+        }
+    }
+
+    /// Closes every sync stream once the outage has lasted
+    /// [`CLOSE_STREAMS_AFTER`]. New streams fail while the datastore is
+    /// unreachable, because opening one reads the agent's record.
+    fn close_streams_when_due(&mut self, state: &ServerState) {
+        if self.streams_closed || self.since.elapsed() < CLOSE_STREAMS_AFTER {
+            return;
+        }
+        tracing::warn!(
+            outage = ?self.since.elapsed(),
+            "closing every sync stream so that agents move to another server"
+        );
+        state.notify(SyncEvent::DatastoreUnreachable);
+        self.streams_closed = true;
+    }
 }
 
 /// The reader's position in the feed and its pruning schedule. The server

@@ -36,6 +36,10 @@ pub(crate) enum SyncEvent {
     FederatedBundlesChanged,
     /// An agent's record changed, such as its node selectors.
     AgentUpdated(SpiffeId),
+    /// This server has failed to read the datastore for a while, so it
+    /// cannot learn of other servers' writes. Every stream ends with
+    /// Unavailable, so that agents move to another server.
+    DatastoreUnreachable,
     /// An agent was evicted or banned; its stream ends.
     AgentRevoked {
         /// The agent ID.

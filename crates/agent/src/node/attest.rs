@@ -15,7 +15,7 @@ use crate::convert::bundle_from_proto;
 use crate::error::AgentError;
 use crate::node::accept_agent_svid;
 use crate::node::client_tls::{ServerChannel, TlsIdentity};
-use crate::retry::retry;
+use crate::retry::retry_with;
 use crate::storage::Storage;
 use crate::sync::error_chain;
 
@@ -124,11 +124,16 @@ async fn attest(
         public_key: key.public_key_der(),
     };
     tracing::info!(servers = ?config.server_addresses, "attesting the node with a join token");
-    let response = retry(&config.retry, "AttestAgent", || {
-        let mut client = server.client();
-        let request = request.clone();
-        async move { client.attest_agent(request).await }
-    })
+    let response = retry_with(
+        &config.retry,
+        "AttestAgent",
+        || {
+            let mut client = server.client();
+            let request = request.clone();
+            async move { client.attest_agent(request).await }
+        },
+        |status| server.fail_over(status),
+    )
     .await
     .map_err(|status| AgentError::server("AttestAgent", &status))?
     .into_inner();

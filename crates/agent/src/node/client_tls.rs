@@ -20,6 +20,7 @@ use tessera_spiffe::{SpiffeId, TrustBundle, TrustDomain, X509Svid};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
+use tonic::Status;
 use tonic::transport::{Channel, Endpoint, Uri};
 
 use crate::config::ServerAddress;
@@ -287,6 +288,7 @@ impl ServerChannel {
             addresses,
             current: AtomicUsize::new(0),
             failing: AtomicBool::new(false),
+            connected: AtomicUsize::new(usize::MAX),
         });
         let channel = lazy_channel(&dialer);
         Ok(Self {
@@ -312,6 +314,26 @@ impl ServerChannel {
     pub fn reconnect(&self) {
         self.channel.store(Arc::new(lazy_channel(&self.dialer)));
     }
+
+    /// Reconnects, starting from the next server address, after a call
+    /// failed with `status` in a way another server may not: the server
+    /// is hung, lost its datastore, or closed the connection. Servers of a
+    /// trust domain are equivalent, so moving on costs nothing. Final
+    /// codes, which every server would return, change nothing.
+    pub fn fail_over(&self, status: &Status) {
+        if crate::retry::is_final(status.code()) {
+            return;
+        }
+        let count = self.dialer.addresses.len();
+        if count > 1 {
+            let next = (self.dialer.current.load(Ordering::Acquire) + 1) % count;
+            self.dialer.current.store(next, Ordering::Release);
+            if let Some(address) = self.dialer.addresses.get(next) {
+                tracing::info!(server = %address, code = ?status.code(), "moving to the next server");
+            }
+        }
+        self.reconnect();
+    }
 }
 
 /// Opens TLS connections to the first server address that accepts one.
@@ -324,6 +346,9 @@ struct Dialer {
     /// Whether the last dial failed on every address, so that the outage
     /// and the recovery are each logged once.
     failing: AtomicBool,
+    /// Index of the address of the last connection, `usize::MAX` before
+    /// the first, so that each change of server is logged.
+    connected: AtomicUsize,
 }
 
 impl Dialer {
@@ -347,7 +372,8 @@ impl Dialer {
             match dialed {
                 Ok(stream) => {
                     let was_failing = self.failing.swap(false, Ordering::AcqRel);
-                    if index != start || was_failing {
+                    let previous = self.connected.swap(index, Ordering::AcqRel);
+                    if index != previous || was_failing {
                         tracing::info!(server = %address, "connected to the server");
                     }
                     self.current.store(index, Ordering::Release);
@@ -398,8 +424,10 @@ fn lazy_channel(dialer: &Arc<Dialer>) -> Channel {
     });
 
     Endpoint::from_static(CHANNEL_URI)
-        .http2_keep_alive_interval(Duration::from_secs(30))
-        .keep_alive_timeout(Duration::from_secs(10))
+        // A hung server is noticed within 15 s. The pings are a few bytes
+        // per agent every 10 s.
+        .http2_keep_alive_interval(Duration::from_secs(10))
+        .keep_alive_timeout(Duration::from_secs(5))
         .keep_alive_while_idle(true)
         .connect_with_connector_lazy(connect)
 }

@@ -11,7 +11,7 @@ use tessera_spiffe::{KeyAlgorithm, PrivateKey, X509Svid};
 use crate::error::AgentError;
 use crate::node::accept_agent_svid;
 use crate::node::client_tls::{ServerChannel, TlsIdentity};
-use crate::retry::{RetryPolicy, retry};
+use crate::retry::{RetryPolicy, retry_with};
 use crate::storage::Storage;
 use crate::svid::{certificate_validity, duration_until, renewal_time};
 use crate::sync::error_chain;
@@ -86,11 +86,16 @@ impl AgentSvidRenewal {
         let request = RenewAgentRequest {
             public_key: key.public_key_der(),
         };
-        let response = retry(&self.retry, "RenewAgent", || {
-            let mut client = self.server.client();
-            let request = request.clone();
-            async move { client.renew_agent(request).await }
-        })
+        let response = retry_with(
+            &self.retry,
+            "RenewAgent",
+            || {
+                let mut client = self.server.client();
+                let request = request.clone();
+                async move { client.renew_agent(request).await }
+            },
+            |status| self.server.fail_over(status),
+        )
         .await
         .map_err(|status| AgentError::server("RenewAgent", &status))?
         .into_inner();

@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
-use tessera_proto::agent::NewJwtSvidRequest;
+use tessera_proto::agent::{NewJwtSvidRequest, NewJwtSvidResponse};
 use tessera_registration::EntryId;
 use tessera_spiffe::SpiffeId;
 use tonic::Status;
@@ -73,6 +73,15 @@ pub trait JwtSvidMinter: Send + Sync + 'static {
     ) -> BoxFuture<'a, Result<JwtSvid, Status>>;
 }
 
+async fn mint_once(
+    server: &ServerChannel,
+    request: NewJwtSvidRequest,
+) -> Result<NewJwtSvidResponse, Status> {
+    let mut request = tonic::Request::new(request);
+    request.set_timeout(MINT_TIMEOUT);
+    Ok(server.client().new_jwt_svid(request).await?.into_inner())
+}
+
 impl JwtSvidMinter for ServerChannel {
     fn new_jwt_svid<'a>(
         &'a self,
@@ -80,12 +89,20 @@ impl JwtSvidMinter for ServerChannel {
         audience: &'a [String],
     ) -> BoxFuture<'a, Result<JwtSvid, Status>> {
         Box::pin(async move {
-            let mut request = tonic::Request::new(NewJwtSvidRequest {
+            let request = NewJwtSvidRequest {
                 entry_id: entry_id.to_string(),
                 audience: audience.to_vec(),
-            });
-            request.set_timeout(MINT_TIMEOUT);
-            let response = self.client().new_jwt_svid(request).await?.into_inner();
+            };
+            // A workload waits for this call, so a failure is tried once
+            // more at once on the next server instead of with backoff.
+            let response = match mint_once(self, request.clone()).await {
+                Ok(response) => response,
+                Err(status) if crate::retry::is_final(status.code()) => return Err(status),
+                Err(status) => {
+                    self.fail_over(&status);
+                    mint_once(self, request).await?
+                }
+            };
             if response.token.is_empty() || response.expires_at <= response.issued_at {
                 return Err(Status::internal(
                     "the server returned a JWT-SVID without a token or with exp not after iat",

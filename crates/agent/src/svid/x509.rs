@@ -97,8 +97,13 @@ impl SvidSigner for ServerChannel {
         Box::pin(async move {
             let mut request = tonic::Request::new(BatchNewX509SvidRequest { params });
             request.set_timeout(SIGN_TIMEOUT);
-            let response = self.client().batch_new_x509_svid(request).await?;
-            Ok(response.into_inner().results)
+            match self.client().batch_new_x509_svid(request).await {
+                Ok(response) => Ok(response.into_inner().results),
+                Err(status) => {
+                    self.fail_over(&status);
+                    Err(status)
+                }
+            }
         })
     }
 }

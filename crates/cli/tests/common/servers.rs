@@ -39,6 +39,13 @@ impl ServerSet {
     /// after the previous one serves, so that the first one migrates the
     /// schema.
     pub fn start(count: usize, datastore_url: &str) -> ServerSet {
+        let urls = vec![datastore_url.to_owned(); count];
+        Self::start_each(&urls)
+    }
+
+    /// Starts one server per URL in `datastore_urls`, such as one URL
+    /// through a proxy for a server that is to lose its datastore.
+    pub fn start_each(datastore_urls: &[String]) -> ServerSet {
         let dir = tempfile::Builder::new()
             .prefix("tessera-ha-")
             .tempdir()
@@ -48,8 +55,8 @@ impl ServerSet {
             addresses: Vec::new(),
             dir,
         };
-        for index in 0..count {
-            set.start_server(index, datastore_url);
+        for (index, url) in datastore_urls.iter().enumerate() {
+            set.start_server(index, url);
         }
         set
     }

@@ -157,6 +157,11 @@ impl SyncStream {
                     "agent {agent_id} was {reason}"
                 ))));
             }
+            Ok(SyncEvent::DatastoreUnreachable) => {
+                return Err(Ended::Closed(Status::unavailable(
+                    "this server cannot read the datastore; connect to another server",
+                )));
+            }
             Ok(SyncEvent::AgentUpdated(_) | SyncEvent::AgentRevoked { .. }) => {}
             Err(RecvError::Lagged(missed)) => {
                 tracing::warn!(missed, "sync stream fell behind; sending a fresh snapshot");
