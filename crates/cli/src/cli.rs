@@ -498,6 +498,36 @@ mod tests {
         Cli::command().debug_assert();
     }
 
+    #[test]
+    fn federation_profile_spellings() {
+        use crate::commands::federation::{FederationCommand, ProfileArg};
+
+        let cases = [
+            ("https-spiffe", ProfileArg::HttpsSpiffe),
+            ("https_spiffe", ProfileArg::HttpsSpiffe),
+            ("https-web", ProfileArg::HttpsWeb),
+            ("https_web", ProfileArg::HttpsWeb),
+        ];
+        for (spelling, expected) in cases {
+            let args = [
+                "federation",
+                "update",
+                "--trust-domain",
+                "b.test",
+                "--bundle-endpoint-url",
+                "https://127.0.0.1:8443/",
+                "--profile",
+                spelling,
+            ];
+            match parse(&args).expect("valid flags").command {
+                Command::Federation(FederationCommand::Update(update)) => {
+                    assert_eq!(update.profile, Some(expected), "{spelling}");
+                }
+                other => panic!("parsed as {other:?}"),
+            }
+        }
+    }
+
     fn server_addresses(args: &[&str]) -> Vec<String> {
         let mut full = vec!["agent", "run"];
         full.extend_from_slice(args);

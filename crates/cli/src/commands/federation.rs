@@ -44,9 +44,11 @@ pub enum FederationCommand {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ProfileArg {
     /// The endpoint presents an X509-SVID of the foreign trust domain.
+    #[value(alias = "https_spiffe")]
     HttpsSpiffe,
     /// The endpoint presents a Web PKI certificate, checked against the
     /// server's `federation.https_web_ca_file`.
+    #[value(alias = "https_web")]
     HttpsWeb,
 }
 
@@ -69,11 +71,14 @@ pub struct RelationshipArgs {
     /// `https://127.0.0.1:8443/`.
     #[arg(long)]
     pub bundle_endpoint_url: String,
-    /// The bundle endpoint's authentication profile.
-    #[arg(long, value_enum, default_value_t = ProfileArg::HttpsSpiffe)]
-    pub profile: ProfileArg,
+    /// The bundle endpoint's authentication profile (`https_spiffe` and
+    /// `https_web`, the configuration file's spelling, are accepted too).
+    /// `create` defaults to https-spiffe; `update` keeps the current one.
+    #[arg(long, value_enum)]
+    pub profile: Option<ProfileArg>,
     /// SPIFFE ID the endpoint presents under https_spiffe; defaults to
-    /// `spiffe://<trust domain>/tessera/server`.
+    /// `spiffe://<trust domain>/tessera/server`. `update` keeps the
+    /// current one when the profile stays the same.
     #[arg(long)]
     pub endpoint_spiffe_id: Option<String>,
     /// Bootstrap bundle of the foreign trust domain: PEM certificates or
@@ -157,15 +162,38 @@ async fn save(args: RelationshipArgs, format: OutputFormat, create: bool) -> Res
         Some(path) => read_bundle_file(path)?,
         None => Vec::new(),
     };
-    let relationship = FederationRelationship {
-        trust_domain: args.trust_domain.clone(),
-        bundle_endpoint_url: args.bundle_endpoint_url,
-        profile: args.profile.as_str().to_owned(),
-        endpoint_spiffe_id: args.endpoint_spiffe_id.unwrap_or_default(),
-        ..FederationRelationship::default()
-    };
     let mut client = connect(&args.admin).await?;
     let td = &args.trust_domain;
+    let (profile, endpoint_spiffe_id) = match (args.profile, create) {
+        (Some(profile), _) => (profile.as_str().to_owned(), args.endpoint_spiffe_id),
+        (None, true) => (
+            ProfileArg::HttpsSpiffe.as_str().to_owned(),
+            args.endpoint_spiffe_id,
+        ),
+        (None, false) => {
+            let current = client
+                .get_federation(GetFederationRequest {
+                    trust_domain: td.clone(),
+                })
+                .await
+                .map_err(|status| {
+                    RpcError::new(
+                        format!("read the federation relationship with {td}"),
+                        &status,
+                    )
+                })?
+                .into_inner();
+            let endpoint_id = args.endpoint_spiffe_id.or(Some(current.endpoint_spiffe_id));
+            (current.profile, endpoint_id)
+        }
+    };
+    let relationship = FederationRelationship {
+        trust_domain: td.clone(),
+        bundle_endpoint_url: args.bundle_endpoint_url,
+        profile,
+        endpoint_spiffe_id: endpoint_spiffe_id.unwrap_or_default(),
+        ..FederationRelationship::default()
+    };
     let response = if create {
         let request = CreateFederationRequest {
             relationship: Some(relationship),
