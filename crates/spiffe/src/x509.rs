@@ -83,10 +83,10 @@ pub enum X509SvidError {
         subject: String,
     },
     /// No bundle is known for the leaf's trust domain.
-    #[error("no trust bundle for trust domain {0:?}")]
+    #[error("no trust bundle for trust domain {0}")]
     NoBundle(TrustDomain),
     /// The bundle of the leaf's trust domain has no X.509 authorities.
-    #[error("the trust bundle of {0:?} has no X.509 authorities")]
+    #[error("the trust bundle of {0} has no X.509 authorities")]
     NoX509Authorities(TrustDomain),
     /// A certificate of the chain has expired.
     #[error("a certificate of the chain expired at {} (validation time {})", format_unix_time(*not_after), format_unix_time(*now))]
@@ -105,7 +105,7 @@ pub enum X509SvidError {
         now: u64,
     },
     /// Path validation to the bundle failed.
-    #[error("certificate chain does not verify against the bundle of {trust_domain:?}: {reason}")]
+    #[error("certificate chain does not verify against the bundle of {trust_domain}: {reason}")]
     Untrusted {
         /// Trust domain of the bundle used.
         trust_domain: TrustDomain,
