@@ -65,10 +65,12 @@ async fn fetch_inner(url: &http::Uri, auth: EndpointAuth) -> Result<Vec<u8>, Str
     let tcp = TcpStream::connect((host, port))
         .await
         .map_err(|e| format!("failed to connect to {host}:{port}: {e}"))?;
-    let tls = connector
-        .connect(server_name, tcp)
-        .await
-        .map_err(|e| format!("TLS handshake with {host}:{port} failed: {e}"))?;
+    let tls = connector.connect(server_name, tcp).await.map_err(|e| {
+        format!(
+            "TLS handshake with {host}:{port} failed: {}",
+            tls_reason(&e)
+        )
+    })?;
 
     let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tls))
         .await
@@ -170,6 +172,21 @@ impl fmt::Debug for SpiffeEndpointVerifier {
         f.debug_struct("SpiffeEndpointVerifier")
             .field("endpoint_id", &self.endpoint_id)
             .finish_non_exhaustive()
+    }
+}
+
+/// Returns the reason of a failed handshake. A rejection by the verifier
+/// below is shown as its own message, because rustls prints the wrapped
+/// error in Rust's debug form.
+fn tls_reason(error: &std::io::Error) -> String {
+    let rejected = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    match rejected {
+        Some(rustls::Error::InvalidCertificate(CertificateError::Other(other))) => {
+            format!("invalid peer certificate: {}", other.0)
+        }
+        _ => error.to_string(),
     }
 }
 
