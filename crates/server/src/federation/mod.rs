@@ -21,11 +21,12 @@ use arc_swap::ArcSwap;
 use tessera_proto::types;
 use tessera_spiffe::{SpiffeId, TrustBundle, TrustDomain};
 use tessera_store::FederationRecord;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::bundle::bundle_to_proto;
 use crate::state::{ServerState, SyncEvent};
+use refresh::FetchRequest;
 
 /// Error of the federation parts that stop the server: the bundle
 /// endpoint and OIDC listeners and their certificates.
@@ -166,7 +167,7 @@ pub(crate) struct PeerStatus {
 struct Peer {
     relationship: Relationship,
     status: PeerStatus,
-    wake: Arc<Notify>,
+    requests: mpsc::Sender<FetchRequest>,
     task: Option<AbortHandle>,
 }
 
@@ -175,8 +176,8 @@ struct Peer {
 pub(crate) struct Federation {
     peers: Mutex<BTreeMap<TrustDomain, Peer>>,
     bundles: ArcSwap<BTreeMap<TrustDomain, Arc<TrustBundle>>>,
-    /// Serializes fetches and bundle writes, so a forced refresh and the
-    /// scheduled one cannot store bundles out of order.
+    /// Serializes fetches and bundle writes, so a refresh task and a bundle
+    /// that the admin API stores cannot overwrite each other out of order.
     pub(crate) fetch_lock: tokio::sync::Mutex<()>,
 }
 
@@ -245,7 +246,7 @@ impl Federation {
     /// Adds or replaces the relationship and (re)starts its refresh task.
     pub fn upsert(&self, state: &Arc<ServerState>, relationship: Relationship) {
         let td = relationship.trust_domain.clone();
-        let wake = Arc::new(Notify::new());
+        let (requests, received) = mpsc::channel(refresh::REQUEST_QUEUE);
         let mut peers = self.lock_peers();
         let status = match peers.remove(&td) {
             Some(old) => {
@@ -256,17 +257,13 @@ impl Federation {
             }
             None => PeerStatus::default(),
         };
-        let task = tokio::spawn(refresh::run(
-            Arc::clone(state),
-            td.clone(),
-            Arc::clone(&wake),
-        ));
+        let task = tokio::spawn(refresh::run(Arc::clone(state), td.clone(), received));
         peers.insert(
             td,
             Peer {
                 relationship,
                 status,
-                wake,
+                requests,
                 task: Some(task.abort_handle()),
             },
         );
@@ -284,11 +281,20 @@ impl Federation {
         true
     }
 
-    /// Wakes the refresh task of `td` so that it reschedules.
-    pub fn wake(&self, td: &TrustDomain) {
-        if let Some(peer) = self.lock_peers().get(td) {
-            peer.wake.notify_one();
+    /// Makes the refresh task of `td` fetch now and waits until the fetch
+    /// has finished. Returns false when `td` is not a peer.
+    pub async fn refresh_now(&self, td: &TrustDomain) -> bool {
+        let Some(requests) = self.lock_peers().get(td).map(|p| p.requests.clone()) else {
+            return false;
+        };
+        let (done, finished) = oneshot::channel();
+        let request = FetchRequest { done: Some(done) };
+        // Both fail only when the task stopped because the relationship was
+        // removed meanwhile; the caller then reads the removal.
+        if requests.send(request).await.is_ok() {
+            let _ = finished.await;
         }
+        true
     }
 
     /// Stops every refresh task.
