@@ -5,6 +5,7 @@
 
 #![cfg_attr(test, allow(clippy::expect_used))]
 
+pub mod bundle_refresh;
 pub mod cache;
 pub mod config;
 mod convert;
@@ -32,6 +33,7 @@ use tracing::Instrument;
 pub use config::{AgentConfig, ConfigError, RawConfig};
 pub use error::AgentError;
 
+use crate::bundle_refresh::BundleRefresher;
 use crate::cache::Cache;
 use crate::node::renew::AgentSvidRenewal;
 use crate::storage::Storage;
@@ -76,10 +78,12 @@ pub async fn run(
 
     let cache = Arc::new(Cache::new(config.trust_domain.clone(), Some(node.bundle)));
     let jwt_svids = Arc::new(JwtSvidCache::new(node.server.clone()));
+    let bundle_refresher = Arc::new(BundleRefresher::new(node.server.clone()));
     let api = WorkloadApi::new(
         cache.clone(),
         Arc::new(UnixAttestor::new()),
         jwt_svids,
+        bundle_refresher,
         config.svid_wait_timeout,
     );
 

@@ -172,6 +172,12 @@ impl TestCa {
 
     /// Mints a JWT-SVID for `id` and `audience`, valid for five minutes.
     pub fn jwt_svid(&self, id: &SpiffeId, audience: &[String]) -> String {
+        self.jwt_svid_with_key_id(id, audience, JWT_KEY_ID)
+    }
+
+    /// Mints a JWT-SVID like [`TestCa::jwt_svid`] with `key_id` in the
+    /// header in place of the key ID of [`TestCa::bundle`].
+    pub fn jwt_svid_with_key_id(&self, id: &SpiffeId, audience: &[String], key_id: &str) -> String {
         let now = SystemTime::now();
         let claims = JwtSvidClaims {
             subject: id.clone(),
@@ -180,7 +186,7 @@ impl TestCa {
             expires_at: now + Duration::from_secs(300),
             issuer: None,
         };
-        tessera_spiffe::jwt::mint_jwt_svid(&self.jwt_key, JWT_KEY_ID, &claims)
+        tessera_spiffe::jwt::mint_jwt_svid(&self.jwt_key, key_id, &claims)
             .expect("minted JWT-SVID")
             .into_string()
     }

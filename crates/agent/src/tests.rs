@@ -17,7 +17,8 @@ use tessera_proto::agent::agent_api_server::{AgentApi, AgentApiServer};
 use tessera_proto::agent::{
     AttestAgentRequest, AttestAgentResponse, BatchNewX509SvidRequest, BatchNewX509SvidResponse,
     NewJwtSvidRequest, NewJwtSvidResponse, NewX509SvidResult, RenewAgentRequest,
-    RenewAgentResponse, SyncEntriesRequest, SyncEntriesResponse,
+    RenewAgentResponse, RequestBundleRefreshRequest, RequestBundleRefreshResponse,
+    SyncEntriesRequest, SyncEntriesResponse,
 };
 use tessera_proto::types;
 use tessera_proto::workload::spiffe_workload_api_client::SpiffeWorkloadApiClient;
@@ -52,6 +53,8 @@ struct FakeServer {
     attestations: AtomicU32,
     renewals: AtomicU32,
     reject_renewal: AtomicBool,
+    /// Trust domains of the RequestBundleRefresh calls received.
+    refresh_requests: Mutex<Vec<String>>,
     updates: broadcast::Sender<SyncEntriesResponse>,
 }
 
@@ -76,32 +79,35 @@ impl FakeServer {
     }
 
     fn bundle_message(&self) -> types::Bundle {
-        types::Bundle {
-            trust_domain: "example.org".into(),
-            x509_authorities: self
-                .bundle
-                .x509_authorities()
-                .iter()
-                .map(|c| c.to_vec())
-                .collect(),
-            jwt_authorities: self
-                .bundle
-                .jwt_authorities()
-                .iter()
-                .map(|a| types::JwtKey {
-                    key_id: a.key_id.clone(),
-                    public_key: a.public_key.clone(),
-                    expires_at: 0,
-                })
-                .collect(),
-            refresh_hint: 0,
-            sequence_number: 1,
-        }
+        bundle_message(&self.bundle)
     }
 
     fn entry(&self, id: &str) -> Option<RegistrationEntry> {
         let entries = self.entries.lock().expect("entries lock");
         entries.iter().find(|e| e.id.as_str() == id).cloned()
+    }
+}
+
+/// Returns the sync stream form of `bundle`.
+fn bundle_message(bundle: &TrustBundle) -> types::Bundle {
+    types::Bundle {
+        trust_domain: bundle.trust_domain().to_string(),
+        x509_authorities: bundle
+            .x509_authorities()
+            .iter()
+            .map(|c| c.to_vec())
+            .collect(),
+        jwt_authorities: bundle
+            .jwt_authorities()
+            .iter()
+            .map(|a| types::JwtKey {
+                key_id: a.key_id.clone(),
+                public_key: a.public_key.clone(),
+                expires_at: 0,
+            })
+            .collect(),
+        refresh_hint: 0,
+        sequence_number: 1,
     }
 }
 
@@ -288,6 +294,23 @@ impl AgentApi for FakeAgentApi {
         };
         Ok(Response::new(Box::pin(stream)))
     }
+
+    async fn request_bundle_refresh(
+        &self,
+        request: Request<RequestBundleRefreshRequest>,
+    ) -> Result<Response<RequestBundleRefreshResponse>, Status> {
+        require_agent(&request)?;
+        let trust_domain = request.into_inner().trust_domain;
+        self.0
+            .refresh_requests
+            .lock()
+            .expect("refresh requests lock")
+            .push(trust_domain);
+        Ok(Response::new(RequestBundleRefreshResponse {
+            started: true,
+            retry_after_seconds: 0,
+        }))
+    }
 }
 
 /// A running fake server.
@@ -343,6 +366,7 @@ async fn start_server(
         attestations: AtomicU32::new(0),
         renewals: AtomicU32::new(0),
         reject_renewal: AtomicBool::new(false),
+        refresh_requests: Mutex::new(Vec::new()),
         updates,
     });
 
@@ -551,6 +575,74 @@ async fn agent_attests_syncs_and_serves_svids() {
     drop(client);
     agent.stop().await.expect("clean stop");
     assert!(!dir.path().join("public").join("api.sock").exists());
+}
+
+#[tokio::test]
+async fn unknown_federated_key_id_reaches_server() {
+    let peer = TrustDomain::new("peer.org").expect("td");
+    let mut workload = entry_for_this_process("/workload");
+    workload.federates_with = vec![peer.clone()];
+    let server = start_server("/tessera/server", vec![workload], Duration::from_secs(3600)).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let agent = start_agent(config(dir.path(), &server, Some(JOIN_TOKEN)));
+    let mut client = workload_client(&agent.socket).await;
+    let mut stream = client
+        .fetch_x509svid(with_header(X509svidRequest {}))
+        .await
+        .expect("FetchX509SVID")
+        .into_inner();
+    stream.message().await.expect("message").expect("first");
+
+    // The peer's bundle reaches the agent. The token's signing key is one
+    // that the peer added later, so its key ID is not in that bundle.
+    let peer_ca = TestCa::new(&peer);
+    let _ = server.state.updates.send(SyncEntriesResponse {
+        revision: 2,
+        federated_bundles: vec![bundle_message(&peer_ca.bundle())],
+        complete: true,
+        ..SyncEntriesResponse::default()
+    });
+    let rotated = TestCa::new(&peer);
+    let token = rotated.jwt_svid_with_key_id(
+        &SpiffeId::parse("spiffe://peer.org/api").expect("SPIFFE ID"),
+        &["db".to_owned()],
+        "rotated-key",
+    );
+    let mut message = String::new();
+    for _ in 0..100 {
+        let status = client
+            .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
+                audience: "db".into(),
+                svid: token.clone(),
+            }))
+            .await
+            .expect_err("the key ID is unknown");
+        message = status.message().to_owned();
+        if message.contains("rotated-key") {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(message.contains("requested a refresh"), "{message}");
+
+    let state = server.state.clone();
+    wait_for("a RequestBundleRefresh call", || {
+        !state
+            .refresh_requests
+            .lock()
+            .expect("refresh requests lock")
+            .is_empty()
+    })
+    .await;
+    let requests = state
+        .refresh_requests
+        .lock()
+        .expect("refresh requests lock")
+        .clone();
+    assert_eq!(requests, ["peer.org"]);
+    drop(stream);
+    drop(client);
+    agent.stop().await.expect("clean stop");
 }
 
 #[tokio::test]

@@ -5,8 +5,8 @@
 //! crate checks as an outside client what a federated workload receives,
 //! with a third trust domain that the workload does not federate with.
 //! The refresh rules (garbage, foreign trust domain, rolled-back sequence,
-//! peer down) run against an `https_web` endpoint whose response the test
-//! sets.
+//! peer down) and the early refresh that a JWT-SVID with an unknown key ID
+//! causes run against an `https_web` endpoint whose response the test sets.
 
 #![allow(
     clippy::unwrap_used,
@@ -22,6 +22,7 @@ use std::fs;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,10 +37,13 @@ use rustls::server::WebPkiClientVerifier;
 use serde_json::{Value, json};
 use tempfile::TempDir;
 use tessera_proto::workload::{
-    JwtsvidRequest, ValidateJwtsvidRequest, X509svidRequest, X509svidResponse,
+    JwtsvidRequest, ValidateJwtsvidRequest, ValidateJwtsvidResponse, X509svidRequest,
+    X509svidResponse,
 };
 use tessera_spiffe::rustls_pki_types::CertificateDer;
-use tessera_spiffe::{KeyAlgorithm, PrivateKey, TrustBundle, TrustDomain};
+use tessera_spiffe::{
+    JwtAuthority, JwtSvidClaims, KeyAlgorithm, PrivateKey, SpiffeId, TrustBundle, TrustDomain,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -699,10 +703,11 @@ async fn spiffe_crate_validates_federated_svids() {
 }
 
 /// An `https_web` bundle endpoint whose response body the test sets; it
-/// returns 200 with the body for every request.
+/// returns 200 with the body for every request and counts the responses.
 struct FakeEndpoint {
     address: SocketAddr,
     body: Arc<Mutex<Vec<u8>>>,
+    served: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -726,14 +731,17 @@ impl FakeEndpoint {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let address = listener.local_addr().unwrap();
         let body = Arc::new(Mutex::new(Vec::new()));
-        let served = Arc::clone(&body);
+        let current = Arc::clone(&body);
+        let served = Arc::new(AtomicUsize::new(0));
+        let counter = Arc::clone(&served);
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     return;
                 };
                 let acceptor = acceptor.clone();
-                let body = served.lock().unwrap().clone();
+                let body = current.lock().unwrap().clone();
+                let counter = Arc::clone(&counter);
                 tokio::spawn(async move {
                     let Ok(mut tls) = acceptor.accept(tcp).await else {
                         return;
@@ -748,12 +756,14 @@ impl FakeEndpoint {
                     let _ = tls.write_all(head.as_bytes()).await;
                     let _ = tls.write_all(&body).await;
                     let _ = tls.shutdown().await;
+                    counter.fetch_add(1, Ordering::SeqCst);
                 });
             }
         });
         FakeEndpoint {
             address,
             body,
+            served,
             task,
         }
     }
@@ -761,20 +771,69 @@ impl FakeEndpoint {
     fn serve(&self, body: Vec<u8>) {
         *self.body.lock().unwrap() = body;
     }
+
+    /// Returns the number of responses sent so far.
+    fn served(&self) -> usize {
+        self.served.load(Ordering::SeqCst)
+    }
+
+    fn url(&self) -> String {
+        format!("https://{}/", self.address)
+    }
 }
 
-fn bundle_json(ca_domain: &str, sequence: u64) -> Vec<u8> {
+/// Returns a self-signed CA certificate with the SPIFFE ID of `ca_domain`.
+fn ca_certificate(ca_domain: &str) -> CertificateDer<'static> {
     let now = SystemTime::now();
     let td = TrustDomain::new(ca_domain).unwrap();
     let params = tessera_spiffe::x509::ca_params(&td, now, now + Duration::from_secs(3600));
     let key = PrivateKey::generate(KeyAlgorithm::EcP256).unwrap();
     let cert = params.self_signed(&key.to_rcgen().unwrap()).unwrap();
+    CertificateDer::from(cert.der().to_vec())
+}
+
+/// Returns a bundle of `c.test` whose one X.509 authority is a CA of
+/// `ca_domain`.
+fn bundle_json(ca_domain: &str, sequence: u64) -> Vec<u8> {
     let mut bundle = TrustBundle::new(TrustDomain::new("c.test").unwrap());
     bundle
-        .add_x509_authority(CertificateDer::from(cert.der().to_vec()))
+        .add_x509_authority(ca_certificate(ca_domain))
         .unwrap();
     bundle.set_sequence_number(Some(sequence));
     bundle.to_jwks()
+}
+
+/// Returns a bundle of `c.test` with the X.509 authority `ca` and the
+/// public keys of `jwt_keys`, given as (key ID, key).
+fn jwt_bundle_json(
+    ca: &CertificateDer<'static>,
+    jwt_keys: &[(&str, &PrivateKey)],
+    sequence: u64,
+) -> Vec<u8> {
+    let mut bundle = TrustBundle::new(TrustDomain::new("c.test").unwrap());
+    bundle.add_x509_authority(ca.clone()).unwrap();
+    for (key_id, key) in jwt_keys {
+        bundle
+            .add_jwt_authority(JwtAuthority {
+                key_id: (*key_id).to_owned(),
+                public_key: key.public_key_der(),
+                expires_at: None,
+            })
+            .unwrap();
+    }
+    bundle.set_sequence_number(Some(sequence));
+    bundle.to_jwks()
+}
+
+/// Starts domain A with `https_web` peers authenticated by `ca_file`.
+fn start_with_web_peers(ca_file: &Path) -> Domain {
+    Domain::start(
+        "a.test",
+        &format!(
+            "\n[federation]\nhttps_web_ca_file = \"{}\"\n",
+            ca_file.display()
+        ),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -782,16 +841,10 @@ async fn federation_refresh_rejects_bad_bundles() {
     let ca_dir = tempfile::tempdir().unwrap();
     let ca_file = ca_dir.path().join("web-ca.pem");
     let fake = FakeEndpoint::start(&ca_file).await;
-    let a = Domain::start(
-        "a.test",
-        &format!(
-            "\n[federation]\nhttps_web_ca_file = \"{}\"\n",
-            ca_file.display()
-        ),
-    );
+    let a = start_with_web_peers(&ca_file);
 
     fake.serve(bundle_json("c.test", 5));
-    let url = format!("https://{}/", fake.address);
+    let url = fake.url();
     a.tessera(&[
         "federation",
         "create",
@@ -852,6 +905,139 @@ async fn federation_refresh_rejects_bad_bundles() {
     assert!(error.contains("failed to connect"), "peer down: {error}");
     assert_eq!(shown["sequence_number"], 5);
     assert!(shown["next_refresh_at"].is_string(), "{shown}");
+}
+
+/// Upper bound for an early refresh to reach A's workloads: the agent's
+/// request, the server's fetch and the push on the sync stream. A's next
+/// scheduled fetch is five minutes away.
+const EARLY_REFRESH_WAIT: Duration = Duration::from_secs(15);
+
+/// Mints a JWT-SVID of `spiffe://c.test/api` for [`AUDIENCE`] with `key`.
+fn mint_peer_jwt_svid(key: &PrivateKey, key_id: &str) -> String {
+    let now = SystemTime::now();
+    let claims = JwtSvidClaims {
+        subject: SpiffeId::parse("spiffe://c.test/api").unwrap(),
+        audience: vec![AUDIENCE.to_owned()],
+        issued_at: now,
+        expires_at: now + Duration::from_secs(300),
+        issuer: None,
+    };
+    tessera_spiffe::jwt::mint_jwt_svid(key, key_id, &claims)
+        .unwrap()
+        .into_string()
+}
+
+async fn validate_jwt_svid(
+    socket: &Path,
+    token: &str,
+) -> Result<ValidateJwtsvidResponse, tonic::Status> {
+    let mut client = workload::client(socket).await;
+    let response = client
+        .validate_jwtsvid(workload::request(ValidateJwtsvidRequest {
+            audience: AUDIENCE.into(),
+            svid: token.to_owned(),
+        }))
+        .await?;
+    Ok(response.into_inner())
+}
+
+/// C adds a JWT key after A fetched its bundle and mints a JWT-SVID with
+/// it. The first validation in A fails with the unknown key ID, A's agent
+/// requests a refresh of C's bundle from A's server, and a retry succeeds
+/// long before A's next scheduled fetch, after exactly one more fetch.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_key_id_refreshes_peer_bundle() {
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("web-ca.pem");
+    let fake = FakeEndpoint::start(&ca_file).await;
+    let a = start_with_web_peers(&ca_file);
+    let c_ca = ca_certificate("c.test");
+    let old_key = PrivateKey::generate(KeyAlgorithm::EcP256).unwrap();
+    let new_key = PrivateKey::generate(KeyAlgorithm::EcP256).unwrap();
+    fake.serve(jwt_bundle_json(&c_ca, &[("c-key-1", &old_key)], 1));
+
+    a.tessera(&[
+        "federation",
+        "create",
+        "--trust-domain",
+        "c.test",
+        "--bundle-endpoint-url",
+        &fake.url(),
+        "--profile",
+        "https-web",
+    ])
+    .success();
+    let uid = format!("unix:uid:{}", current_uid());
+    let test_path = format!("unix:path:{}", test_exe());
+    a.create_entries(&[json!({
+        "spiffe_id": "spiffe://a.test/validator",
+        "selectors": [uid, test_path],
+        "federates_with": ["c.test"],
+    })]);
+    wait_for_x509(&a.workload_socket(), "C's bundle in A", |r| {
+        r.federated_bundles.contains_key("spiffe://c.test")
+    })
+    .await;
+
+    // The bundle has no refresh hint, so A fetches it every five minutes.
+    let shown = a
+        .tessera(&[
+            "federation",
+            "show",
+            "--trust-domain",
+            "c.test",
+            "--output",
+            "json",
+        ])
+        .success()
+        .json();
+    let next_refresh = humantime::parse_rfc3339(shown["next_refresh_at"].as_str().unwrap())
+        .unwrap_or_else(|e| panic!("next_refresh_at of {shown}: {e}"));
+    assert!(
+        next_refresh > SystemTime::now() + Duration::from_secs(60),
+        "{shown}"
+    );
+    let fetches = fake.served();
+
+    fake.serve(jwt_bundle_json(
+        &c_ca,
+        &[("c-key-1", &old_key), ("c-key-2", &new_key)],
+        2,
+    ));
+    let token = mint_peer_jwt_svid(&new_key, "c-key-2");
+    let first = validate_jwt_svid(&a.workload_socket(), &token)
+        .await
+        .expect_err("the key ID c-key-2 is not in A's copy of C's bundle");
+    assert_eq!(first.code(), tonic::Code::InvalidArgument);
+    assert!(
+        first.message().contains("unknown key ID \"c-key-2\""),
+        "{}",
+        first.message()
+    );
+    assert!(
+        first.message().contains("requested a refresh"),
+        "{}",
+        first.message()
+    );
+
+    let deadline = Instant::now() + EARLY_REFRESH_WAIT;
+    let validated = loop {
+        match validate_jwt_svid(&a.workload_socket(), &token).await {
+            Ok(validated) => break validated,
+            Err(status) => assert!(
+                Instant::now() < deadline,
+                "no successful validation within {EARLY_REFRESH_WAIT:?}; last error: {}",
+                status.message()
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(validated.spiffe_id, "spiffe://c.test/api");
+    assert!(
+        SystemTime::now() < next_refresh,
+        "the scheduled fetch was due before the validation succeeded"
+    );
+    assert_eq!(fake.served(), fetches + 1, "fetches of C's bundle");
 }
 
 /// Opens a FetchX509SVID stream and returns a receiver of its latest

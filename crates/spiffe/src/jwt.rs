@@ -53,10 +53,10 @@ pub enum JwtSvidError {
     #[error("JWT-SVID sub claim is not a valid SPIFFE ID: {0}")]
     InvalidSubject(IdError),
     /// No bundle is known for the subject's trust domain.
-    #[error("no trust bundle for trust domain {0:?}, the trust domain of the JWT-SVID subject")]
+    #[error("no trust bundle for trust domain {0}, the trust domain of the JWT-SVID subject")]
     NoBundle(TrustDomain),
     /// The subject's bundle has no key with the token's `kid`.
-    #[error("no JWT authority with key ID {key_id:?} in the bundle of {trust_domain:?}")]
+    #[error("no JWT authority with key ID {key_id:?} in the bundle of {trust_domain}")]
     UnknownKeyId {
         /// The `kid` header.
         key_id: String,

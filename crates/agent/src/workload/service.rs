@@ -17,11 +17,12 @@ use tessera_proto::workload::{
 };
 use tessera_registration::SelectorSet;
 use tessera_spiffe::SpiffeId;
-use tessera_spiffe::jwt::validate_jwt_svid;
+use tessera_spiffe::jwt::{JwtSvidError, validate_jwt_svid};
 use tokio::sync::watch;
 use tokio::time::Instant;
 use tonic::{Request, Response, Status};
 
+use crate::bundle_refresh::BundleRefresher;
 use crate::cache::{Cache, CacheState};
 use crate::error::AgentError;
 use crate::svid::duration_until;
@@ -46,22 +47,27 @@ pub struct WorkloadApi {
     cache: Arc<Cache>,
     attestor: Arc<dyn WorkloadAttestor>,
     jwt_svids: Arc<JwtSvidCache>,
+    bundle_refresher: Arc<BundleRefresher>,
     svid_wait_timeout: Duration,
 }
 
 impl WorkloadApi {
-    /// Creates the handlers. `svid_wait_timeout` bounds how long a first
+    /// Creates the handlers. `bundle_refresher` requests a refresh of a
+    /// federated bundle from the server when ValidateJWTSVID meets a key ID
+    /// missing from it. `svid_wait_timeout` bounds how long a first
     /// response waits for the first sync and for SVIDs being signed.
     pub fn new(
         cache: Arc<Cache>,
         attestor: Arc<dyn WorkloadAttestor>,
         jwt_svids: Arc<JwtSvidCache>,
+        bundle_refresher: Arc<BundleRefresher>,
         svid_wait_timeout: Duration,
     ) -> Self {
         Self {
             cache,
             attestor,
             jwt_svids,
+            bundle_refresher,
             svid_wait_timeout,
         }
     }
@@ -138,6 +144,27 @@ impl WorkloadApi {
     /// Waits until the cache is synced.
     async fn wait_for_sync(&self) {
         self.wait_until(CacheState::is_synced).await;
+    }
+
+    /// Returns the status of a failed JWT-SVID validation. A key ID that
+    /// the bundle of a federated trust domain lacks may belong to a key
+    /// the peer added after the server's last fetch, so a refresh of that
+    /// bundle is requested. The call fails all the same.
+    fn validation_status(&self, error: &JwtSvidError) -> Status {
+        if let JwtSvidError::UnknownKeyId {
+            key_id,
+            trust_domain,
+        } = error
+            && trust_domain != self.cache.trust_domain()
+        {
+            self.bundle_refresher.request(trust_domain, Instant::now());
+            return Status::invalid_argument(format!(
+                "invalid JWT-SVID: unknown key ID {key_id:?}, which the bundle of {trust_domain} \
+                 does not contain. The agent requested a refresh of that bundle from the server, \
+                 so retry in a few seconds if the key is new."
+            ));
+        }
+        Status::invalid_argument(format!("invalid JWT-SVID: {error}"))
     }
 }
 
@@ -378,7 +405,7 @@ impl SpiffeWorkloadApi for WorkloadApi {
             .cache
             .read(|state| caller_bundle_source(state, &selectors, now))?;
         let verified = validate_jwt_svid(&request.svid, &request.audience, &bundles, now)
-            .map_err(|e| Status::invalid_argument(format!("invalid JWT-SVID: {e}")))?;
+            .map_err(|e| self.validation_status(&e))?;
         Ok(Response::new(ValidateJwtsvidResponse {
             spiffe_id: verified.spiffe_id().to_string(),
             claims: Some(json_object_to_struct(verified.claims())),

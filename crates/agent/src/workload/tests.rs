@@ -14,9 +14,9 @@ use tessera_proto::workload::{
 use tessera_registration::{EntryId, RegistrationEntry, Selector, SelectorSet};
 use tessera_spiffe::rustls_pki_types::CertificateDer;
 use tessera_spiffe::x509::validate_x509_svid;
-use tessera_spiffe::{PrivateKey, TrustDomain};
+use tessera_spiffe::{PrivateKey, SpiffeId, TrustDomain};
 use tokio::net::UnixStream;
-use tokio::sync::oneshot;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 use tonic::transport::{Channel, Endpoint, Uri};
 use tonic::{Code, Request, Status};
@@ -26,6 +26,7 @@ use super::attestor::unix::UnixAttestor;
 use super::peer::PeerCredentials;
 use super::service::{SECURITY_HEADER, WorkloadApi};
 use super::{bind_socket, serve};
+use crate::bundle_refresh::{BundleRefreshClient, BundleRefresher, RefreshOutcome};
 use crate::cache::{Cache, EntryUpdate};
 use crate::error::AgentError;
 use crate::svid::jwt::{JwtSvid, JwtSvidCache, JwtSvidMinter};
@@ -64,11 +65,26 @@ impl JwtSvidMinter for CaMinter {
     }
 }
 
+/// Sends each trust domain whose bundle refresh is requested to a channel.
+struct RecordingRefreshClient(mpsc::UnboundedSender<TrustDomain>);
+
+impl BundleRefreshClient for RecordingRefreshClient {
+    fn request_bundle_refresh<'a>(
+        &'a self,
+        trust_domain: &'a TrustDomain,
+    ) -> BoxFuture<'a, Result<RefreshOutcome, Status>> {
+        let _ = self.0.send(trust_domain.clone());
+        Box::pin(async { Ok(RefreshOutcome::Started) })
+    }
+}
+
 struct Harness {
     _dir: tempfile::TempDir,
     cache: Arc<Cache>,
     ca: Arc<TestCa>,
     client: SpiffeWorkloadApiClient<Channel>,
+    /// Trust domains whose bundle refresh the Workload API requested.
+    refresh_requests: mpsc::UnboundedReceiver<TrustDomain>,
     stop: Option<oneshot::Sender<()>>,
     server: JoinHandle<Result<(), AgentError>>,
 }
@@ -101,10 +117,13 @@ impl Harness {
             ca: ca.clone(),
             cache: cache.clone(),
         });
+        let (refresh_sender, refresh_requests) = mpsc::unbounded_channel();
+        let refresher = BundleRefresher::new(Arc::new(RecordingRefreshClient(refresh_sender)));
         let api = WorkloadApi::new(
             cache.clone(),
             attestor,
             Arc::new(JwtSvidCache::new(minter)),
+            Arc::new(refresher),
             Duration::from_millis(500),
         );
         let (stop, stopped) = oneshot::channel::<()>();
@@ -127,6 +146,7 @@ impl Harness {
             cache,
             ca,
             client: SpiffeWorkloadApiClient::new(channel),
+            refresh_requests,
             stop: Some(stop),
             server,
         }
@@ -493,6 +513,84 @@ async fn jwt_svid_fetch_and_validate() {
         missing_svid.err().map(|s| s.code()),
         Some(Code::InvalidArgument)
     );
+    harness.stop().await;
+}
+
+/// Mints a JWT-SVID for `id` with a new key under a key ID that no bundle
+/// in these tests contains.
+fn jwt_svid_with_new_key(id: &str) -> String {
+    let id = SpiffeId::parse(id).expect("SPIFFE ID");
+    TestCa::new(id.trust_domain()).jwt_svid_with_key_id(&id, &["db".to_owned()], "rotated-key")
+}
+
+async fn validate(harness: &mut Harness, token: &str) -> Result<String, Status> {
+    let response = harness
+        .client
+        .validate_jwtsvid(with_header(ValidateJwtsvidRequest {
+            audience: "db".into(),
+            svid: token.to_owned(),
+        }))
+        .await?;
+    Ok(response.into_inner().spiffe_id)
+}
+
+#[tokio::test]
+async fn unknown_federated_key_id_requests_refresh() {
+    let mut entry = testing::entry("/web", &["unix:uid:1"]);
+    let peer = TrustDomain::new("peer.org").expect("td");
+    entry.federates_with = vec![peer.clone()];
+    let mut harness = Harness::with_selectors(&["unix:uid:1"], vec![entry]).await;
+    harness.cache.apply(EntryUpdate {
+        revision: 2,
+        federated_upserted: vec![TestCa::new(&peer).bundle()],
+        ..EntryUpdate::default()
+    });
+    let token = jwt_svid_with_new_key("spiffe://peer.org/api");
+
+    let first = validate(&mut harness, &token)
+        .await
+        .expect_err("unknown key");
+    let second = validate(&mut harness, &token)
+        .await
+        .expect_err("unknown key");
+
+    assert_eq!(first.code(), Code::InvalidArgument);
+    for message in [first.message(), second.message()] {
+        assert!(
+            message.contains("unknown key ID \"rotated-key\""),
+            "{message}"
+        );
+        assert!(message.contains("the bundle of peer.org"), "{message}");
+        assert!(message.contains("requested a refresh"), "{message}");
+    }
+    let requested = tokio::time::timeout(Duration::from_secs(5), harness.refresh_requests.recv())
+        .await
+        .expect("a refresh request in time");
+    assert_eq!(requested, Some(peer));
+    assert!(
+        harness.refresh_requests.try_recv().is_err(),
+        "the second call within 30 s sent another request"
+    );
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn unknown_own_key_id_requests_no_refresh() {
+    let entry = testing::entry("/web", &["unix:uid:1"]);
+    let mut harness = Harness::with_selectors(&["unix:uid:1"], vec![entry]).await;
+    let token = jwt_svid_with_new_key("spiffe://example.org/api");
+
+    let status = validate(&mut harness, &token)
+        .await
+        .expect_err("unknown key");
+
+    assert_eq!(status.code(), Code::InvalidArgument);
+    assert!(
+        !status.message().contains("refresh"),
+        "{}",
+        status.message()
+    );
+    assert!(harness.refresh_requests.try_recv().is_err());
     harness.stop().await;
 }
 

@@ -3,6 +3,7 @@
 //! attested, non-banned agent identified by its SVID.
 
 mod attest;
+mod bundle_refresh;
 pub(crate) mod identity;
 mod svid;
 mod sync;
@@ -15,7 +16,8 @@ use tessera_proto::agent::agent_api_server::{AgentApi, AgentApiServer};
 use tessera_proto::agent::{
     AttestAgentRequest, AttestAgentResponse, BatchNewX509SvidRequest, BatchNewX509SvidResponse,
     NewJwtSvidRequest, NewJwtSvidResponse, RenewAgentRequest, RenewAgentResponse,
-    SyncEntriesRequest, SyncEntriesResponse,
+    RequestBundleRefreshRequest, RequestBundleRefreshResponse, SyncEntriesRequest,
+    SyncEntriesResponse,
 };
 use tessera_store::AttestedAgent;
 use tokio::net::TcpListener;
@@ -124,6 +126,16 @@ impl AgentApi for AgentService {
             agent,
             peer.not_after,
         )))
+    }
+
+    async fn request_bundle_refresh(
+        &self,
+        request: Request<RequestBundleRefreshRequest>,
+    ) -> Result<Response<RequestBundleRefreshResponse>, Status> {
+        let peer = peer_svid(&request)?;
+        let agent = authorize_agent(&self.state, &peer).await?;
+        bundle_refresh::request_bundle_refresh(&self.state, &agent, request.into_inner())
+            .map(Response::new)
     }
 }
 

@@ -12,7 +12,7 @@ use tessera_proto::types;
 use tessera_spiffe::{TrustBundle, TrustDomain};
 use tonic::{Code, Status};
 
-use super::refresh::{refresh_once, store_bundle};
+use super::refresh::store_bundle;
 use super::{PeerProfile, PeerStatus, Relationship, parse_bundle_file};
 use crate::bundle::{bundle_to_proto, unix_seconds};
 use crate::state::ServerState;
@@ -196,13 +196,11 @@ pub(crate) async fn refresh(
     name: &str,
 ) -> Result<FederationRelationship, Status> {
     let td = parse_trust_domain(name)?;
-    if state.federation.peer(&td).is_none() {
+    // The refresh task fetches, logs and schedules the next fetch; the
+    // outcome reaches the caller through the status in the response.
+    if !state.federation.refresh_now(&td).await {
         return Err(not_found(&td));
     }
-    // The refresh task logs and schedules; here the outcome only goes to
-    // the status, which the response carries. The task is not woken: it
-    // would fetch a second time at once, and its schedule stays valid.
-    let _outcome = refresh_once(state, &td).await;
     Ok(describe(state, &td))
 }
 

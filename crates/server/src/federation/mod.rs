@@ -15,17 +15,23 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::SystemTime;
+use std::time::{Duration, Instant, SystemTime};
 
 use arc_swap::ArcSwap;
 use tessera_proto::types;
 use tessera_spiffe::{SpiffeId, TrustBundle, TrustDomain};
 use tessera_store::FederationRecord;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot};
 use tokio::task::AbortHandle;
 
 use crate::bundle::bundle_to_proto;
 use crate::state::{ServerState, SyncEvent};
+use refresh::FetchRequest;
+
+/// Minimum interval between two early refreshes of one peer that agents
+/// request. Workloads that present made-up key IDs thus add at most one
+/// fetch per interval to the peer's schedule.
+pub(crate) const EARLY_REFRESH_INTERVAL: Duration = refresh::MIN_REFRESH;
 
 /// Error of the federation parts that stop the server: the bundle
 /// endpoint and OIDC listeners and their certificates.
@@ -189,10 +195,27 @@ pub(crate) struct PeerStatus {
     pub next_refresh_at: Option<SystemTime>,
 }
 
+/// The outcome of a request for an early refresh of a peer's bundle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EarlyRefresh {
+    /// The refresh task was asked to fetch now.
+    Started,
+    /// An early refresh started less than [`EARLY_REFRESH_INTERVAL`] ago;
+    /// the next one is accepted after `retry_after`.
+    Skipped {
+        /// Time until the next early refresh is accepted.
+        retry_after: Duration,
+    },
+    /// The trust domain is not a peer.
+    NotPeer,
+}
+
 struct Peer {
     relationship: Relationship,
     status: PeerStatus,
-    wake: Arc<Notify>,
+    requests: mpsc::Sender<FetchRequest>,
+    /// Start of the last early refresh that an agent requested.
+    last_early_refresh: Option<Instant>,
     task: Option<AbortHandle>,
 }
 
@@ -286,28 +309,25 @@ impl Federation {
     /// Adds or replaces the relationship and (re)starts its refresh task.
     pub fn upsert(&self, state: &Arc<ServerState>, relationship: Relationship) {
         let td = relationship.trust_domain.clone();
-        let wake = Arc::new(Notify::new());
+        let (requests, received) = mpsc::channel(refresh::REQUEST_QUEUE);
         let mut peers = self.lock_peers();
-        let status = match peers.remove(&td) {
+        let (status, last_early_refresh) = match peers.remove(&td) {
             Some(old) => {
                 if let Some(task) = old.task {
                     task.abort();
                 }
-                old.status
+                (old.status, old.last_early_refresh)
             }
-            None => PeerStatus::default(),
+            None => (PeerStatus::default(), None),
         };
-        let task = tokio::spawn(refresh::run(
-            Arc::clone(state),
-            td.clone(),
-            Arc::clone(&wake),
-        ));
+        let task = tokio::spawn(refresh::run(Arc::clone(state), td.clone(), received));
         peers.insert(
             td,
             Peer {
                 relationship,
                 status,
-                wake,
+                requests,
+                last_early_refresh,
                 task: Some(task.abort_handle()),
             },
         );
@@ -325,12 +345,42 @@ impl Federation {
         true
     }
 
-    /// Wakes the refresh task of `td` so that it reschedules.
-    #[expect(dead_code, reason = "no caller until early refreshes are wired in")]
-    pub fn wake(&self, td: &TrustDomain) {
-        if let Some(peer) = self.lock_peers().get(td) {
-            peer.wake.notify_one();
+    /// Makes the refresh task of `td` fetch now and waits until the fetch
+    /// has finished. Returns false when `td` is not a peer.
+    pub async fn refresh_now(&self, td: &TrustDomain) -> bool {
+        let Some(requests) = self.lock_peers().get(td).map(|p| p.requests.clone()) else {
+            return false;
+        };
+        let (done, finished) = oneshot::channel();
+        let request = FetchRequest { done: Some(done) };
+        // Both fail only when the task stopped because the relationship was
+        // removed meanwhile; the caller then reads the removal.
+        if requests.send(request).await.is_ok() {
+            let _ = finished.await;
         }
+        true
+    }
+
+    /// Makes the refresh task of `td` fetch now, unless an early refresh
+    /// of `td` started less than [`EARLY_REFRESH_INTERVAL`] before `now`.
+    /// Does not wait for the fetch.
+    pub fn request_early_refresh(&self, td: &TrustDomain, now: Instant) -> EarlyRefresh {
+        let mut peers = self.lock_peers();
+        let Some(peer) = peers.get_mut(td) else {
+            return EarlyRefresh::NotPeer;
+        };
+        if let Some(last) = peer.last_early_refresh {
+            let elapsed = now.saturating_duration_since(last);
+            if elapsed < EARLY_REFRESH_INTERVAL {
+                return EarlyRefresh::Skipped {
+                    retry_after: EARLY_REFRESH_INTERVAL - elapsed,
+                };
+            }
+        }
+        peer.last_early_refresh = Some(now);
+        // A full queue already makes the task fetch once more.
+        let _ = peer.requests.try_send(FetchRequest::default());
+        EarlyRefresh::Started
     }
 
     /// Stops every refresh task.
@@ -482,6 +532,63 @@ mod tests {
                 endpoint_id: expected
             }
         );
+    }
+
+    /// Adds a peer without a refresh task and returns the receiver of its
+    /// fetch requests.
+    fn add_peer(federation: &Federation, name: &str) -> mpsc::Receiver<FetchRequest> {
+        let (requests, received) = mpsc::channel(refresh::REQUEST_QUEUE);
+        let relationship =
+            Relationship::from_parts(td(name), "https://h:1/", "https_web", "").unwrap();
+        let peer = Peer {
+            relationship,
+            status: PeerStatus::default(),
+            requests,
+            last_early_refresh: None,
+            task: None,
+        };
+        federation.lock_peers().insert(td(name), peer);
+        received
+    }
+
+    #[test]
+    fn early_refresh_limited_per_peer() {
+        let federation = Federation::default();
+        let mut b_requests = add_peer(&federation, "b.org");
+        let mut c_requests = add_peer(&federation, "c.org");
+        let start = Instant::now();
+
+        let first = federation.request_early_refresh(&td("b.org"), start);
+        let again = federation.request_early_refresh(&td("b.org"), start + Duration::from_secs(10));
+        let other_peer = federation.request_early_refresh(&td("c.org"), start);
+        let after_limit =
+            federation.request_early_refresh(&td("b.org"), start + EARLY_REFRESH_INTERVAL);
+
+        assert_eq!(first, EarlyRefresh::Started);
+        assert_eq!(
+            again,
+            EarlyRefresh::Skipped {
+                retry_after: EARLY_REFRESH_INTERVAL - Duration::from_secs(10)
+            }
+        );
+        assert_eq!(other_peer, EarlyRefresh::Started);
+        assert_eq!(after_limit, EarlyRefresh::Started);
+        let queued = std::iter::from_fn(|| b_requests.try_recv().ok()).count();
+        assert_eq!(
+            queued, 2,
+            "fetch requests sent to the refresh task of b.org"
+        );
+        assert!(c_requests.try_recv().is_ok());
+    }
+
+    #[test]
+    fn early_refresh_of_non_peer() {
+        let federation = Federation::default();
+        let _requests = add_peer(&federation, "b.org");
+
+        let outcome = federation.request_early_refresh(&td("x.org"), Instant::now());
+
+        assert_eq!(outcome, EarlyRefresh::NotPeer);
     }
 
     #[test]

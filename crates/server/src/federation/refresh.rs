@@ -1,13 +1,15 @@
 //! The refresh task of one federation relationship: it fetches the peer's
 //! bundle at the peer's `spiffe_refresh_hint` (clamped), backs off
 //! exponentially after failures, and stores and publishes each accepted
-//! bundle. A rejected fetch keeps the last good bundle.
+//! bundle. A rejected fetch keeps the last good bundle. A [`FetchRequest`]
+//! makes the task fetch before its schedule. Every fetch of a peer runs in
+//! its task, so a requested fetch replaces the scheduled one.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tessera_spiffe::{TrustBundle, TrustDomain};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, oneshot};
 use tracing::Instrument;
 
 use super::check::{Verdict, check_fetched_bundle};
@@ -23,6 +25,18 @@ pub(crate) const MAX_REFRESH: Duration = Duration::from_secs(60 * 60);
 pub(crate) const DEFAULT_REFRESH: Duration = Duration::from_secs(5 * 60);
 /// Wait after the first failure; it doubles with each further failure.
 const FIRST_BACKOFF: Duration = Duration::from_secs(2);
+/// Capacity of the request queue of a refresh task. A request that finds
+/// the queue full is dropped: the queued requests already make the task
+/// fetch once more.
+pub(crate) const REQUEST_QUEUE: usize = 8;
+
+/// A request to the refresh task of a peer to fetch the bundle now.
+#[derive(Debug, Default)]
+pub(crate) struct FetchRequest {
+    /// Receives `()` when the fetch has finished and the peer's status
+    /// contains its outcome.
+    pub done: Option<oneshot::Sender<()>>,
+}
 
 /// Returns the wait before the next scheduled fetch after a success.
 pub(crate) fn refresh_interval(hint: Option<Duration>) -> Duration {
@@ -37,41 +51,67 @@ pub(crate) fn backoff(failures: u32, ceiling: Duration) -> Duration {
     FIRST_BACKOFF.saturating_mul(1 << exponent).min(ceiling)
 }
 
-/// Runs the refresh loop of `td` until the task is aborted.
-pub(crate) async fn run(state: Arc<ServerState>, td: TrustDomain, wake: Arc<Notify>) {
+/// Runs the refresh loop of `td` until the task is aborted or every sender
+/// of `requests` is dropped. The first fetch starts at once.
+pub(crate) async fn run(
+    state: Arc<ServerState>,
+    td: TrustDomain,
+    mut requests: mpsc::Receiver<FetchRequest>,
+) {
     let span = tracing::info_span!("federation_refresh", trust_domain = %td);
     async move {
         let mut failures: u32 = 0;
+        let mut waiting: Vec<oneshot::Sender<()>> = Vec::new();
         loop {
-            let wait = match refresh_once(&state, &td).await {
-                Ok(interval) => {
-                    failures = 0;
-                    interval
-                }
-                Err(e) => {
-                    failures = failures.saturating_add(1);
-                    let ceiling = refresh_interval(current_hint(&state, &td));
-                    let wait = backoff(failures, ceiling);
-                    if failures == 1 {
-                        tracing::warn!(error = %e, retry_in = ?wait, "failed to refresh the federated bundle");
-                    } else {
-                        tracing::debug!(error = %e, failures, retry_in = ?wait, "failed to refresh the federated bundle again");
-                    }
-                    wait
-                }
-            };
-            let next = SystemTime::now() + wait;
-            state
-                .federation
-                .update_status(&td, |status| status.next_refresh_at = Some(next));
+            let wait = fetch_and_schedule(&state, &td, &mut failures).await;
+            for done in waiting.drain(..) {
+                let _ = done.send(());
+            }
+
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
-                () = wake.notified() => {}
+                request = requests.recv() => {
+                    let Some(request) = request else {
+                        return;
+                    };
+                    waiting.extend(request.done);
+                    // Requests queued during the last fetch share one fetch.
+                    while let Ok(request) = requests.try_recv() {
+                        waiting.extend(request.done);
+                    }
+                }
             }
         }
     }
     .instrument(span)
     .await
+}
+
+/// Fetches the bundle of `td` once, logs a failure, records the time of
+/// the next scheduled fetch and returns the wait until then.
+async fn fetch_and_schedule(state: &ServerState, td: &TrustDomain, failures: &mut u32) -> Duration {
+    let wait = match refresh_once(state, td).await {
+        Ok(interval) => {
+            *failures = 0;
+            interval
+        }
+        Err(e) => {
+            *failures = failures.saturating_add(1);
+            let ceiling = refresh_interval(current_hint(state, td));
+            let wait = backoff(*failures, ceiling);
+            if *failures == 1 {
+                tracing::warn!(error = %e, retry_in = ?wait, "failed to refresh the federated bundle");
+            } else {
+                tracing::debug!(error = %e, failures = *failures, retry_in = ?wait, "failed to refresh the federated bundle again");
+            }
+            wait
+        }
+    };
+    let next = SystemTime::now() + wait;
+    state
+        .federation
+        .update_status(td, |status| status.next_refresh_at = Some(next));
+    wait
 }
 
 fn current_hint(state: &ServerState, td: &TrustDomain) -> Option<Duration> {
@@ -80,10 +120,7 @@ fn current_hint(state: &ServerState, td: &TrustDomain) -> Option<Duration> {
 
 /// Fetches the bundle of `td` once, records the outcome in the peer's
 /// status and returns the wait until the next scheduled fetch.
-pub(crate) async fn refresh_once(
-    state: &ServerState,
-    td: &TrustDomain,
-) -> Result<Duration, String> {
+async fn refresh_once(state: &ServerState, td: &TrustDomain) -> Result<Duration, String> {
     let _serialized = state.federation.lock_fetches(td).await;
     let Some((relationship, _)) = state.federation.peer(td) else {
         return Err(format!("no federation relationship with {td}"));
