@@ -25,11 +25,17 @@ pub struct RpcError {
 impl RpcError {
     /// Wraps `status` with the action that failed.
     pub fn new(action: impl Into<String>, status: &Status) -> Self {
+        // Unimplemented means the socket serves another API, such as an
+        // admin command pointed at the agent's Workload API socket.
+        let hint = (status.code() == Code::Unimplemented).then_some(
+            "the socket does not serve this API; check that --admin-socket names the \
+             server's admin socket and SPIFFE_ENDPOINT_SOCKET the agent's Workload API socket",
+        );
         Self {
             action: action.into(),
             code: status.code(),
             message: status.message().to_owned(),
-            hint: None,
+            hint,
         }
     }
 
@@ -94,6 +100,13 @@ mod tests {
                 .to_string()
                 .ends_with("(NotFound); run tessera entry list")
         );
+    }
+
+    #[test]
+    fn unimplemented_error_names_socket() {
+        let error = RpcError::new("list entries", &Status::unimplemented(""));
+        let message = error.to_string();
+        assert!(message.contains("--admin-socket"), "{message}");
     }
 
     #[test]
