@@ -110,12 +110,9 @@ impl Store {
         &self,
         parent_id: &SpiffeId,
     ) -> Result<Vec<RegistrationEntry>, StoreError> {
-        let rows = sqlx::query(&self.sql(select_entries!("WHERE parent_id = ? ORDER BY id")))
-            .bind(parent_id.as_str())
-            .fetch_all(&self.pool)
+        let sql = select_entries!("WHERE parent_id = ? ORDER BY id");
+        self.list_entries_where(sql, parent_id, "list entries by parent ID")
             .await
-            .map_err(query_failed("list entries by parent ID"))?;
-        rows.iter().map(entry_from_row).collect()
     }
 
     /// Returns the entries whose SPIFFE ID is `spiffe_id`, ordered by
@@ -128,11 +125,23 @@ impl Store {
         &self,
         spiffe_id: &SpiffeId,
     ) -> Result<Vec<RegistrationEntry>, StoreError> {
-        let rows = sqlx::query(&self.sql(select_entries!("WHERE spiffe_id = ? ORDER BY id")))
-            .bind(spiffe_id.as_str())
+        let sql = select_entries!("WHERE spiffe_id = ? ORDER BY id");
+        self.list_entries_where(sql, spiffe_id, "list entries by SPIFFE ID")
+            .await
+    }
+
+    /// Runs `sql`, a `SELECT` of entries with one `?` bound to `id`.
+    async fn list_entries_where(
+        &self,
+        sql: &str,
+        id: &SpiffeId,
+        operation: &'static str,
+    ) -> Result<Vec<RegistrationEntry>, StoreError> {
+        let rows = sqlx::query(&self.sql(sql))
+            .bind(id.as_str())
             .fetch_all(&self.pool)
             .await
-            .map_err(query_failed("list entries by SPIFFE ID"))?;
+            .map_err(query_failed(operation))?;
         rows.iter().map(entry_from_row).collect()
     }
 

@@ -5,6 +5,7 @@
 //! store. This server's own writes come back through the feed too, and
 //! change nothing because memory already matches the store.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use tessera_spiffe::{TrustBundle, TrustDomain};
@@ -95,28 +96,21 @@ pub(crate) async fn apply_bundle(state: &ServerState, td: &TrustDomain) -> Resul
 /// ones no longer stored. Used after the change feed was pruned past this
 /// server's position, when single changes can no longer be read.
 pub(crate) async fn apply_all(state: &Arc<ServerState>) -> Result<(), StoreError> {
-    let own = state.trust_domain().clone();
-    let mut domains: Vec<TrustDomain> = state
-        .store
-        .list_federations()
-        .await?
-        .into_iter()
-        .map(|record| record.trust_domain)
-        .collect();
+    let mut domains = BTreeSet::new();
+    let relationships = state.store.list_federations().await?;
+    domains.extend(relationships.into_iter().map(|record| record.trust_domain));
     let stored_bundles = state.store.list_bundles().await?;
     domains.extend(stored_bundles.into_iter().map(|(td, _)| td));
     domains.extend(state.federation.bundles().keys().cloned());
+    let peers = state.federation.peers();
     domains.extend(
-        state
-            .federation
-            .peers()
+        peers
             .into_iter()
-            .map(|(r, _)| r.trust_domain),
+            .map(|(relationship, _)| relationship.trust_domain),
     );
-    domains.sort();
-    domains.dedup();
+    domains.remove(state.trust_domain());
 
-    for td in domains.iter().filter(|td| **td != own) {
+    for td in &domains {
         apply_relationship(state, td).await?;
         apply_bundle(state, td).await?;
     }
