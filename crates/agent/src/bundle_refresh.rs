@@ -1,6 +1,6 @@
-//! Early refreshes of federated bundles. When a workload presents a
-//! JWT-SVID of a federated trust domain whose key ID the agent's copy of
-//! that bundle lacks, the peer may have added the key after the server's
+//! Early refreshes of federated bundles. A workload may present a JWT-SVID
+//! of a federated trust domain whose key ID is missing from the agent's
+//! copy of that bundle. The peer may have added the key after the server's
 //! last fetch, so the agent requests a fetch of the bundle from the server.
 //! The request runs in its own task and never delays the workload's call,
 //! and at most one request per trust domain leaves the agent every 30

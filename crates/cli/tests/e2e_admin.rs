@@ -112,16 +112,16 @@ fn entry_create_then_list_and_show() {
 #[test]
 fn entry_batch_reports_failures_on_stderr() {
     let cluster = Cluster::start();
-    let taken = spiffe_id("/workload/taken");
-    let fresh = spiffe_id("/workload/fresh");
+    let existing_id = spiffe_id("/workload/taken");
+    let new_id = spiffe_id("/workload/fresh");
     let selector = uid_selector();
-    let created = cluster.create_entry(&taken, &[&selector]);
+    let created = cluster.create_entry(&existing_id, &[&selector]);
     let parent = created["parent_id"].as_str().unwrap();
 
     let batch = serde_json::json!({
         "entries": [
-            {"spiffe_id": taken, "parent_id": parent, "selectors": [selector]},
-            {"spiffe_id": fresh, "parent_id": parent, "selectors": [selector]},
+            {"spiffe_id": existing_id, "parent_id": parent, "selectors": [selector]},
+            {"spiffe_id": new_id, "parent_id": parent, "selectors": [selector]},
         ]
     });
     let path = cluster.dir().join("batch.json");
@@ -129,11 +129,11 @@ fn entry_batch_reports_failures_on_stderr() {
     let output = cluster.tessera(&["entry", "create", "--data", path.to_str().unwrap()]);
 
     assert_eq!(output.code(), 1, "{output:?}");
-    assert!(output.stdout.contains(&fresh), "{output:?}");
+    assert!(output.stdout.contains(&new_id), "{output:?}");
     assert!(!output.stdout.contains("failed"), "{output:?}");
     assert!(
         output.stderr.contains(&format!(
-            "entries[0]: failed to create the entry for {taken}"
+            "entries[0]: failed to create the entry for {existing_id}"
         )),
         "{output:?}"
     );

@@ -298,11 +298,12 @@ fn check_agent_svids(servers: &ServerSet, plan: &AgentPlan) {
     assert_eq!(served, Some(expected), "SVIDs served by {}", plan.name);
 }
 
-/// Warning of an agent whose entry was renamed or deleted while it asked
-/// for the entry's SVID: the server signs the entry as it is now or not at
-/// all, and the agent rejects that one SVID and requests it again after
-/// its next sync. The server checks entries against its cache, not the datastore,
-/// so a datastore error fails the whole batch with another warning.
+/// Warning of an agent whose entry was renamed or deleted while it
+/// requested the entry's SVID. The server signs the entry as it is now or
+/// not at all, and the agent rejects that one SVID and requests it again
+/// after its next sync. The server checks entries against its cache, not
+/// the datastore, so a datastore error fails the whole batch with another
+/// warning.
 const ENTRY_CHANGED_WHILE_SIGNING: &str = "signing a workload SVID failed";
 
 /// Checks that no server logged an error and that no agent logged a

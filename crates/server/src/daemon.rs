@@ -109,7 +109,7 @@ async fn open_state(
 }
 
 /// Rejects a datastore of another trust domain. The own bundle is written
-/// at the first start, so a datastore that lacks it but holds a bundle
+/// at the first start, so a datastore that lacks it but contains a bundle
 /// without a federation relationship belongs to that bundle's domain.
 /// Loading its entries and bundle would merge two trust domains.
 async fn check_datastore_trust_domain(

@@ -147,8 +147,8 @@ async fn sqlite_entries_reach_other_server() {
 }
 
 /// Creates entries on A and reads, updates and lists each one on B right
-/// after A acknowledged it, without waiting for B's next change-feed poll:
-/// an admin read on one server sees every write another server
+/// after A acknowledged it, without waiting for B's next change-feed poll.
+/// An admin read on one server returns every write that another server
 /// acknowledged before the read.
 async fn admin_reads_see_other_server(datastore_url: &str) {
     let (mut a, mut b) = start_pair(datastore_url).await;

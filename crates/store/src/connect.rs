@@ -1,6 +1,6 @@
 //! Reaching a PostgreSQL or MySQL server: TLS settings as URL parameters,
 //! a first connection made outside the pool so that a failure reports its
-//! cause, and hints that say what to check for each kind of failure.
+//! cause, and hints that name what to check for each kind of failure.
 //!
 //! sqlx's pool retries a refused connection until its acquire timeout and
 //! then reports only that it timed out. Opening the store and a failed
@@ -148,17 +148,17 @@ pub(crate) enum OnRefused {
 }
 
 /// Opens and closes one connection to `url` outside the pool, within
-/// `timeout`. `shown_url` is the redacted URL for the error.
+/// `timeout`. `redacted_url` is the redacted URL for the error.
 pub(crate) async fn connect_directly(
     backend: Backend,
     url: &str,
-    shown_url: &str,
+    redacted_url: &str,
     timeout: Duration,
     on_refused: OnRefused,
 ) -> Result<(), StoreError> {
     sqlx::any::install_default_drivers();
     let options = AnyConnectOptions::from_str(url)
-        .map_err(|error| connect_failed(backend, shown_url, &error))?
+        .map_err(|error| connect_failed(backend, redacted_url, &error))?
         .disable_statement_logging();
     let started = Instant::now();
     let deadline = started + timeout;
@@ -175,13 +175,13 @@ pub(crate) async fn connect_directly(
                 return Ok(());
             }
             Ok(Err(error)) => error,
-            Err(_elapsed) => return Err(connect_timed_out(backend, shown_url, timeout)),
+            Err(_elapsed) => return Err(connect_timed_out(backend, redacted_url, timeout)),
         };
         let retry = on_refused == OnRefused::Retry
             && is_retryable(&error)
             && Instant::now() + delay < deadline;
         if !retry {
-            let mut failure = connect_failed(backend, shown_url, &error);
+            let mut failure = connect_failed(backend, redacted_url, &error);
             if let (true, StoreError::Connect { cause, .. }) = (retried, &mut failure) {
                 let waited = seconds_text(started.elapsed());
                 cause.push_str(&format!(" (after retrying for {waited})"));
@@ -189,7 +189,7 @@ pub(crate) async fn connect_directly(
             return Err(failure);
         }
         retried = true;
-        tracing::debug!(backend = backend.name(), url = shown_url, error = %error, "datastore not ready; retrying");
+        tracing::debug!(backend = backend.name(), url = redacted_url, error = %error, "datastore not ready; retrying");
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(MAX_RETRY_DELAY);
     }
@@ -208,10 +208,14 @@ fn is_retryable(error: &sqlx::Error) -> bool {
 
 /// Builds [`StoreError::Connect`] for a driver error, with a hint chosen
 /// from its kind.
-pub(crate) fn connect_failed(backend: Backend, shown_url: &str, error: &sqlx::Error) -> StoreError {
+pub(crate) fn connect_failed(
+    backend: Backend,
+    redacted_url: &str,
+    error: &sqlx::Error,
+) -> StoreError {
     StoreError::Connect {
         backend: backend.name(),
-        url: shown_url.to_owned(),
+        url: redacted_url.to_owned(),
         cause: error.to_string(),
         hint: match backend {
             Backend::Sqlite => {
@@ -223,10 +227,10 @@ pub(crate) fn connect_failed(backend: Backend, shown_url: &str, error: &sqlx::Er
     }
 }
 
-fn connect_timed_out(backend: Backend, shown_url: &str, timeout: Duration) -> StoreError {
+fn connect_timed_out(backend: Backend, redacted_url: &str, timeout: Duration) -> StoreError {
     StoreError::Connect {
         backend: backend.name(),
-        url: shown_url.to_owned(),
+        url: redacted_url.to_owned(),
         cause: format!(
             "no connection within {} (datastore.acquire_timeout)",
             seconds_text(timeout)
@@ -387,19 +391,19 @@ mod tests {
             listener.local_addr().unwrap().port()
         };
         let url = format!("postgres://tessera:s3cret@127.0.0.1:{port}/tessera");
-        let shown = crate::redact_url(&url);
+        let redacted = crate::redact_url(&url);
 
         let err = connect_directly(
             Backend::Postgres,
             &url,
-            &shown,
+            &redacted,
             Duration::from_secs(1),
             OnRefused::Fail,
         )
         .await
         .expect_err("nothing listens on the port");
         let message = err.to_string();
-        assert!(message.contains(&shown), "{message}");
+        assert!(message.contains(&redacted), "{message}");
         assert!(!message.contains("s3cret"), "{message}");
         assert!(message.contains("is running and listens"), "{message}");
     }

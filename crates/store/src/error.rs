@@ -58,7 +58,7 @@ pub enum StoreError {
         url: String,
         /// The driver's error message, or the timeout that expired.
         cause: String,
-        /// What the operator should check.
+        /// Advice on what the operator checks next.
         hint: &'static str,
     },
 

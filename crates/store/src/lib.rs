@@ -58,12 +58,12 @@ pub struct Store {
 /// after it already waited the acquire timeout for the pool.
 const MAX_DIAGNOSIS_TIME: Duration = Duration::from_secs(5);
 
-/// Where the pool connects, for diagnosing a failed ping.
+/// Connection target of the pool, kept to diagnose a failed ping.
 struct Target {
     /// The URL with TLS parameters; it may contain a password.
     connect_url: String,
     /// The URL with its password masked.
-    shown_url: String,
+    redacted_url: String,
     acquire_timeout: Duration,
 }
 
@@ -115,12 +115,12 @@ impl Store {
         let backend = Backend::from_url(&options.url)?;
         let target = Target {
             connect_url: connect::with_tls_parameters(backend, &options.url, &options.tls)?,
-            shown_url: redact_url(&options.url),
+            redacted_url: redact_url(&options.url),
             acquire_timeout: options.pool.acquire_timeout,
         };
         tracing::info!(
             backend = backend.name(),
-            url = %target.shown_url,
+            url = %target.redacted_url,
             max_connections = options.pool.max_connections,
             acquire_timeout = ?options.pool.acquire_timeout,
             "opening the datastore"
@@ -130,14 +130,14 @@ impl Store {
             connect::connect_directly(
                 backend,
                 &target.connect_url,
-                &target.shown_url,
+                &target.redacted_url,
                 target.acquire_timeout,
                 OnRefused::Retry,
             )
             .await?;
         }
         let pool = backend
-            .connect(&target.connect_url, &target.shown_url, &options.pool)
+            .connect(&target.connect_url, &target.redacted_url, &options.pool)
             .await?;
 
         let schema_version = match schema::migrate(&pool, backend).await {
@@ -150,7 +150,7 @@ impl Store {
 
         tracing::info!(
             backend = backend.name(),
-            url = %target.shown_url,
+            url = %target.redacted_url,
             schema_version,
             "opened the datastore"
         );
@@ -188,7 +188,7 @@ impl Store {
         let diagnosis = connect::connect_directly(
             self.backend,
             &target.connect_url,
-            &target.shown_url,
+            &target.redacted_url,
             target.acquire_timeout.min(MAX_DIAGNOSIS_TIME),
             OnRefused::Fail,
         )

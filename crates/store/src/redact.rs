@@ -1,13 +1,13 @@
-//! Datastore URLs as they may be shown in logs and errors: with the
-//! password replaced.
+//! Redaction of datastore URLs for logs and errors: the password is
+//! replaced.
 
-/// Replacement for a password in a shown URL.
+/// Replacement for a password in a redacted URL.
 const MASK: &str = "***";
 
 /// Returns `url` with its password, and any `password` query parameter,
 /// replaced by `***`. A SQLite URL is returned unchanged because it has
 /// no credentials. A URL that does not parse is reduced to its scheme,
-/// because the parser cannot say where a password would be.
+/// because the position of a password in it is unknown.
 pub fn redact_url(url: &str) -> String {
     if url.starts_with("sqlite:") {
         return url.to_owned();
@@ -28,8 +28,8 @@ pub fn redact_url(url: &str) -> String {
         let mut query = parsed.query_pairs_mut();
         query.clear();
         for (key, value) in &pairs {
-            let shown = if key == "password" { MASK } else { value };
-            query.append_pair(key, shown);
+            let value = if key == "password" { MASK } else { value };
+            query.append_pair(key, value);
         }
     }
     parsed.to_string()
@@ -70,8 +70,8 @@ mod tests {
 
     #[test]
     fn redact_url_hides_unparseable_url() {
-        let shown = redact_url("postgres://tessera:pa#ss@db/tessera");
-        assert_eq!(shown, "postgres://<a URL that does not parse>");
-        assert!(!shown.contains("pa#ss"), "{shown}");
+        let redacted = redact_url("postgres://tessera:pa#ss@db/tessera");
+        assert_eq!(redacted, "postgres://<a URL that does not parse>");
+        assert!(!redacted.contains("pa#ss"), "{redacted}");
     }
 }

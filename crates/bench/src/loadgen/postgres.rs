@@ -62,10 +62,9 @@ impl BenchDatabase {
 
     /// Returns the transactions committed and rolled back in the database
     /// so far, from `pg_stat_database`. Read through the maintenance
-    /// database, so the reading itself is not counted. The figure trails
-    /// the truth by a few seconds: from PostgreSQL 15 on, a backend reports
-    /// its counts at most once a second, and an idle one within 10 s
-    /// (`PGSTAT_MIN_INTERVAL` and `PGSTAT_IDLE_INTERVAL` in `pgstat.c`).
+    /// database, so the reading itself is not counted. The figure lags by
+    /// a few seconds, because PostgreSQL backends report their counts
+    /// periodically rather than at each commit.
     pub async fn transactions(&self) -> Result<i64> {
         let mut admin = connect(&self.admin_url).await?;
         let count: i64 = sqlx::query_scalar(

@@ -155,7 +155,7 @@ url = "{datastore_url}"
         });
     }
 
-    /// The daemon of server `index`, for signals and liveness.
+    /// Returns the daemon of server `index`, for signals and liveness.
     pub fn server(&mut self, index: usize) -> &mut Daemon {
         self.servers[index]
             .as_mut()

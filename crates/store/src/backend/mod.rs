@@ -138,7 +138,7 @@ impl Backend {
     pub(crate) async fn connect(
         self,
         url: &str,
-        shown_url: &str,
+        redacted_url: &str,
         pool: &PoolSettings,
     ) -> Result<AnyPool, StoreError> {
         sqlx::any::install_default_drivers();
@@ -148,7 +148,7 @@ impl Backend {
             Self::Postgres => postgres::connect(url, options).await,
             Self::MySql => mysql::connect(url, options).await,
         };
-        connected.map_err(|error| connect::connect_failed(self, shown_url, &error))
+        connected.map_err(|error| connect::connect_failed(self, redacted_url, &error))
     }
 
     /// Returns the backend's embedded migrations.
